@@ -1,0 +1,10 @@
+"""The one error type users see.
+
+Every public function that reads user input (files, checkpoints, arguments)
+raises :class:`RoformerSimError` with a one-line message naming the file and
+line, or the variable and both shapes. The CLI prints that line and exits 2.
+"""
+
+
+class RoformerSimError(Exception):
+    """Bad input: a malformed data line, a missing or mismatched checkpoint file, a bad argument."""
