@@ -30,3 +30,22 @@ if not hasattr(keras.layers, "InputSpec") or getattr(keras, "__name__", "").star
         "bert4keras needs Keras 2 (tf_keras), but tf.keras is Keras 3. "
         "Install tf_keras==2.21.0 and import roformer_sim_ft before tensorflow."
     )
+
+
+def _seeded_initializers() -> None:
+    """bert4keras hands every layer one unseeded ``TruncatedNormal``; tf_keras then
+    returns the *same* values on each call, so a randomly initialised model has
+    identical q/k/v/o kernels. Give each call its own seed, drawn from the
+    global seed stream (``tf.keras.utils.set_random_seed`` makes it repeatable)."""
+    import bert4keras.models as models
+
+    def initializer(self):
+        seed = int(np.random.randint(0, 2**31 - 1))
+        return keras.initializers.TruncatedNormal(stddev=0.02, seed=seed)
+
+    models.Transformer.initializer = property(initializer)
+
+
+import numpy as np  # noqa: E402
+
+_seeded_initializers()

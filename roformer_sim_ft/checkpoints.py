@@ -1,0 +1,332 @@
+"""The released RoFormer-Sim checkpoint layout: read, validate, write, init.
+
+A released model is a folder holding ``bert_config.json``, ``vocab.txt`` and a
+TF1 name-based checkpoint ``bert_model.ckpt.{index,data-00000-of-00001}``
+(variable names as in Google's BERT, without position embeddings since
+RoFormer's positions are rotary). This module knows that layout and nothing
+about training. Reading never executes code from a checkpoint: it reads named
+tensors with ``tf.train.load_checkpoint``. Writing goes to a temporary folder,
+is read back and compared bit for bit, and only then renamed into place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from . import compat  # noqa: F401  (must precede tensorflow)
+import tensorflow as tf
+
+from .errors import RoformerSimError
+
+CONFIG_NAME = "bert_config.json"
+VOCAB_NAME = "vocab.txt"
+CKPT_NAME = "bert_model.ckpt"
+SPECIAL_TOKENS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
+REQUIRED_CONFIG_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+)
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """Where the three parts of a released checkpoint live."""
+
+    config: Path
+    prefix: Path
+    vocab: Path
+
+
+def resolve(path: str | os.PathLike) -> CheckpointFiles:
+    """Find config, checkpoint prefix and vocab from a folder or a ``.../bert_model.ckpt`` prefix."""
+    path = Path(path)
+    if path.is_dir():
+        folder, prefix = path, path / CKPT_NAME
+        if not Path(str(prefix) + ".index").exists():
+            indexes = sorted(folder.glob("*.ckpt.index"))
+            if len(indexes) == 1:
+                prefix = Path(str(indexes[0])[: -len(".index")])
+    else:
+        folder, prefix = path.parent, path
+        if not path.exists() and not Path(str(path) + ".index").exists():
+            raise RoformerSimError(f"checkpoint not found: {path} (expected a folder or a bert_model.ckpt prefix)")
+        if path.suffix in (".index",) or ".data-" in path.name:
+            prefix = path.with_name(path.name.split(".index")[0].split(".data-")[0])
+    files = CheckpointFiles(folder / CONFIG_NAME, prefix, folder / VOCAB_NAME)
+    for required in (files.config, files.vocab, Path(str(prefix) + ".index")):
+        if not required.exists():
+            raise RoformerSimError(f"checkpoint file missing: {required}")
+    if not list(prefix.parent.glob(prefix.name + ".data-*")):
+        raise RoformerSimError(f"checkpoint file missing: {prefix}.data-00000-of-00001")
+    return files
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """Read and check a BERT-style ``bert_config.json``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        raise RoformerSimError(f"checkpoint file missing: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RoformerSimError(f"{path}: not a JSON config ({e})") from None
+    if not isinstance(config, dict):
+        raise RoformerSimError(f"{path}: not a JSON object")
+    missing = [k for k in REQUIRED_CONFIG_KEYS if k not in config]
+    if missing:
+        raise RoformerSimError(f"{path}: missing config keys {', '.join(missing)}")
+    if config["hidden_size"] % config["num_attention_heads"]:
+        raise RoformerSimError(
+            f"{path}: hidden_size {config['hidden_size']} is not a multiple of "
+            f"num_attention_heads {config['num_attention_heads']}"
+        )
+    return config
+
+
+def read_vocab(path: str | os.PathLike, vocab_size: int | None = None) -> list[str]:
+    """Read ``vocab.txt`` (one token a line) and check its length and special tokens."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tokens = [line.rstrip("\r\n") for line in f]
+    except FileNotFoundError:
+        raise RoformerSimError(f"checkpoint file missing: {path}") from None
+    except UnicodeDecodeError as e:
+        raise RoformerSimError(f"{path}: invalid UTF-8 ({e})") from None
+    while tokens and tokens[-1] == "":
+        tokens.pop()
+    if vocab_size is not None and len(tokens) != vocab_size:
+        raise RoformerSimError(
+            f"{path}: vocab has {len(tokens)} tokens but config vocab_size is {vocab_size}"
+        )
+    for token, index in SPECIAL_TOKENS.items():
+        if token == "[PAD]":
+            continue
+        if index >= len(tokens) or tokens[index] != token:
+            raise RoformerSimError(f"{path}: line {index + 1} should be {token}")
+    return tokens
+
+
+def expected_variables(config: Mapping) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of every variable of a released RoFormer-Sim checkpoint (REFERENCE.md)."""
+    h, i, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    t = config.get("type_vocab_size", 2)
+    shapes: dict[str, tuple[int, ...]] = {
+        "bert/embeddings/word_embeddings": (v, h),
+        "bert/embeddings/token_type_embeddings": (t, h),
+        "bert/embeddings/LayerNorm/gamma": (h,),
+        "bert/embeddings/LayerNorm/beta": (h,),
+    }
+    for n in range(config["num_hidden_layers"]):
+        p = f"bert/encoder/layer_{n}/"
+        for part in ("query", "key", "value"):
+            shapes[p + f"attention/self/{part}/kernel"] = (h, h)
+            shapes[p + f"attention/self/{part}/bias"] = (h,)
+        shapes[p + "attention/output/dense/kernel"] = (h, h)
+        shapes[p + "attention/output/dense/bias"] = (h,)
+        shapes[p + "attention/output/LayerNorm/gamma"] = (h,)
+        shapes[p + "attention/output/LayerNorm/beta"] = (h,)
+        shapes[p + "intermediate/dense/kernel"] = (h, i)
+        shapes[p + "intermediate/dense/bias"] = (i,)
+        shapes[p + "output/dense/kernel"] = (i, h)
+        shapes[p + "output/dense/bias"] = (h,)
+        shapes[p + "output/LayerNorm/gamma"] = (h,)
+        shapes[p + "output/LayerNorm/beta"] = (h,)
+    shapes.update(
+        {
+            "bert/pooler/dense/kernel": (h, h),
+            "bert/pooler/dense/bias": (h,),
+            "cls/predictions/transform/dense/kernel": (h, h),
+            "cls/predictions/transform/dense/bias": (h,),
+            "cls/predictions/transform/LayerNorm/gamma": (h,),
+            "cls/predictions/transform/LayerNorm/beta": (h,),
+            "cls/predictions/output_bias": (v,),
+        }
+    )
+    return shapes
+
+
+def read_weights(prefix: str | os.PathLike, config: Mapping) -> dict[str, np.ndarray]:
+    """Read every expected variable, checking presence and shape against ``config``.
+
+    Extra variables (optimizer slots, NSP head, global_step) are ignored.
+    """
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+    except (tf.errors.OpError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RoformerSimError(f"{prefix}: not a readable TF checkpoint ({first})") from None
+    stored = reader.get_variable_to_shape_map()
+    expected = expected_variables(config)
+    missing = [name for name in expected if name not in stored]
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise RoformerSimError(f"{prefix}: checkpoint lacks {len(missing)} required variables: {shown}")
+    for name, shape in expected.items():
+        if tuple(stored[name]) != shape:
+            raise RoformerSimError(
+                f"{prefix}: variable {name} has shape {tuple(stored[name])} but the config needs {shape}"
+            )
+    return {name: reader.get_tensor(name) for name in expected}
+
+
+def init_weights(config: Mapping, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random weights for ``config``: truncated normal(0.02) kernels and embeddings,
+    LayerNorm gamma 1 / beta 0, zero biases. Every variable is drawn independently."""
+    rng = np.random.default_rng(seed)
+    std = config.get("initializer_range", 0.02)
+    weights = {}
+    for name, shape in expected_variables(config).items():
+        leaf = name.rsplit("/", 1)[-1]
+        if leaf == "gamma":
+            value = np.ones(shape, np.float32)
+        elif leaf in ("beta", "bias", "output_bias"):
+            value = np.zeros(shape, np.float32)
+        else:
+            value = rng.standard_normal(shape, dtype=np.float32)
+            outside = np.abs(value) > 2
+            while outside.any():
+                value[outside] = rng.standard_normal(int(outside.sum()), dtype=np.float32)
+                outside = np.abs(value) > 2
+            value *= std
+        weights[name] = value
+    return weights
+
+
+def _save_tensors(prefix: Path, weights: Mapping[str, np.ndarray]) -> None:
+    names = sorted(weights)
+    tf.raw_ops.SaveV2(
+        prefix=str(prefix),
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tf.constant(np.asarray(weights[n], dtype=np.float32)) for n in names],
+    )
+
+
+def write_checkpoint(
+    out_dir: str | os.PathLike,
+    config: Mapping,
+    vocab: list[str],
+    weights: Mapping[str, np.ndarray],
+) -> Path:
+    """Write a checkpoint folder in the released layout, atomically and verified.
+
+    Files are written to a temporary folder beside ``out_dir``, read back and
+    compared bit for bit with ``weights``; only then are they moved into
+    ``out_dir`` (a new folder is renamed into place; in an existing folder each
+    file is replaced with ``os.replace``). On failure nothing that existed
+    before is touched and the temporary folder is removed.
+    """
+    out_dir = Path(out_dir)
+    expected = expected_variables(config)
+    if len(vocab) != config["vocab_size"]:
+        raise RoformerSimError(
+            f"vocab has {len(vocab)} tokens but config vocab_size is {config['vocab_size']}"
+        )
+    for name, shape in expected.items():
+        if name not in weights:
+            raise RoformerSimError(f"weights lack variable {name}")
+        if tuple(np.shape(weights[name])) != shape:
+            raise RoformerSimError(
+                f"variable {name} has shape {tuple(np.shape(weights[name]))} but the config needs {shape}"
+            )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        to_save = {name: np.asarray(weights[name], dtype=np.float32) for name in expected}
+        _save_tensors(tmp / CKPT_NAME, to_save)
+        (tmp / "checkpoint").write_text(
+            f'model_checkpoint_path: "{CKPT_NAME}"\nall_model_checkpoint_paths: "{CKPT_NAME}"\n'
+        )
+        with open(tmp / CONFIG_NAME, "w", encoding="utf-8") as f:
+            json.dump(dict(config), f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        with open(tmp / VOCAB_NAME, "w", encoding="utf-8") as f:
+            f.write("\n".join(vocab) + "\n")
+        reread = read_weights(tmp / CKPT_NAME, read_config(tmp / CONFIG_NAME))
+        for name, value in to_save.items():
+            if reread[name].dtype != np.float32 or not np.array_equal(reread[name], value):
+                raise RoformerSimError(f"{out_dir}: verification failed: variable {name} differs after writing")
+        if read_vocab(tmp / VOCAB_NAME) != list(vocab):
+            raise RoformerSimError(f"{out_dir}: verification failed: vocab.txt differs after writing")
+        if not out_dir.exists():
+            os.rename(tmp, out_dir)
+        else:
+            for f in sorted(tmp.iterdir(), key=lambda p: (".index" in p.name, p.name)):
+                os.replace(f, out_dir / f.name)
+            tmp.rmdir()
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict, list[str], dict[str, np.ndarray]]:
+    """Config, vocab and validated weights of a released checkpoint (folder or prefix)."""
+    files = resolve(path)
+    config = read_config(files.config)
+    vocab = read_vocab(files.vocab, config["vocab_size"])
+    return config, vocab, read_weights(files.prefix, config)
+
+
+PRESETS: dict[str, dict] = {
+    # Shapes of the released -ft models (their bert_config.json), and small ones for tests and demos.
+    "L-12_H-768": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "L-6_H-384": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1536),
+    "L-4_H-256": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
+    "L-2_H-128": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512),
+    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+}
+
+
+def preset_config(name: str, vocab_size: int = 12000) -> dict:
+    """A full bert_config for a named shape (``L-6_H-384``, ``tiny``, …)."""
+    if name not in PRESETS:
+        raise RoformerSimError(f"unknown config preset {name!r}; choose from {', '.join(PRESETS)}")
+    return {
+        "attention_probs_dropout_prob": 0.1,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "initializer_range": 0.02,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+        "vocab_size": vocab_size,
+        **PRESETS[name],
+    }
+
+
+def builtin_vocab(size: int = 12000) -> list[str]:
+    """A char vocab in the released layout ([PAD]=0, [UNK]=100, [CLS]=101, [SEP]=102,
+    [MASK]=103) made from jieba's dictionary: ASCII first, then Chinese chars by
+    frequency. For demos and tests without the released vocab.txt."""
+    import jieba
+
+    counts: dict[str, int] = {}
+    with open(Path(jieba.__file__).parent / "dict.txt", encoding="utf-8") as f:
+        for line in f:
+            word, freq = line.split(" ", 2)[:2]
+            for ch in word:
+                counts[ch] = counts.get(ch, 0) + int(freq)
+    head = ["[PAD]"] + [f"[unused{i}]" for i in range(1, 100)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    ascii_tokens = [chr(c) for c in range(33, 127) if not chr(c).isupper()]
+    punct = list("，。！？；：、“”‘’（）《》【】…—·")
+    seen = set(head)
+    tokens = list(head)
+    for tok in ascii_tokens + punct + sorted(counts, key=lambda c: -counts[c]):
+        if tok not in seen and not tok.isspace():
+            seen.add(tok)
+            tokens.append(tok)
+        if len(tokens) == size:
+            break
+    while len(tokens) < size:
+        tokens.append(f"[unused{len(tokens)}]")
+    return tokens

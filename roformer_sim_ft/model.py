@@ -1,0 +1,224 @@
+"""``SimModel``: a RoFormer-Sim checkpoint as a sentence encoder and a UniLM generator.
+
+One bert4keras RoFormer built with ``application='unilm'``, a 'linear' pooler
+(Dense on [CLS], no activation) and a linear MLM head tied to the token
+embedding, exactly as the original scripts build it. Two views share its
+weights: ``encoder`` (token ids, segment ids → pooled vector) and ``seq2seq``
+(→ MLM logits). Encoding follows the original retrieval script: maxlen 64,
+segment ids 0, cosine similarity of the pooled vectors.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import compat  # noqa: F401  (must precede tensorflow)
+import tensorflow as tf
+from bert4keras.backend import K, keras
+from bert4keras.models import build_transformer_model
+from bert4keras.snippets import sequence_padding
+from bert4keras.tokenizers import Tokenizer
+
+from . import checkpoints
+from .errors import RoformerSimError
+
+MAXLEN = 64
+# bert_config.json keys that bert4keras does not take as constructor arguments.
+_BUILD_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
+
+
+def _progress(iterable, total: int, show: bool | None, desc: str):
+    if show is None:
+        show = total > 20
+    if not show:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+class SimModel:
+    """A RoFormer-Sim model: encoder for similarity, UniLM head for generation.
+
+    >>> model = SimModel.load("checkpoints/chinese_roformer-sim-char-ft_L-6_H-384_A-6")
+    >>> model.similarity("今天天气不错", "今天天气很好")
+    """
+
+    def __init__(
+        self,
+        config: Mapping,
+        vocab: Sequence[str],
+        weights: Mapping[str, np.ndarray] | None = None,
+        *,
+        dropout_rate: float | None = None,
+        maxlen: int = MAXLEN,
+    ) -> None:
+        self.config = dict(config)
+        self.vocab = list(vocab)
+        if len(self.vocab) != self.config["vocab_size"]:
+            raise RoformerSimError(
+                f"vocab has {len(self.vocab)} tokens but config vocab_size is {self.config['vocab_size']}"
+            )
+        self.maxlen = maxlen
+        self.tokenizer = Tokenizer({t: i for i, t in enumerate(self.vocab)}, do_lower_case=True)
+        build_args = {k: self.config[k] for k in _BUILD_KEYS if k in self.config}
+        if dropout_rate is not None:
+            build_args["dropout_rate"] = dropout_rate
+            build_args["attention_dropout_rate"] = dropout_rate
+        self.transformer = build_transformer_model(
+            None,
+            None,
+            model="roformer",
+            application="unilm",
+            with_pool="linear",
+            with_mlm="linear",
+            return_keras_model=False,
+            **build_args,
+        )
+        self.model: keras.Model = self.transformer.model
+        self.encoder = keras.Model(self.model.inputs, self.model.outputs[0], name="encoder")
+        self.seq2seq = keras.Model(self.model.inputs, self.model.outputs[1], name="seq2seq")
+        self._encode_fn = None
+        if weights is not None:
+            self.set_weights(weights)
+
+    # ----------------------------------------------------------------- I/O
+    @classmethod
+    def load(cls, path: str | os.PathLike, **kwargs) -> "SimModel":
+        """Load a released checkpoint (folder or ``bert_model.ckpt`` prefix)."""
+        config, vocab, weights = checkpoints.load_checkpoint(path)
+        return cls(config, vocab, weights, **kwargs)
+
+    @classmethod
+    def init(cls, config: Mapping, vocab: Sequence[str], seed: int = 0, **kwargs) -> "SimModel":
+        """A new model with random weights (see ``checkpoints.init_weights``)."""
+        return cls(config, vocab, checkpoints.init_weights(config, seed), **kwargs)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model in the released layout (atomic, verified)."""
+        return checkpoints.write_checkpoint(path, self.config, self.vocab, self.get_weights())
+
+    def _layer_variables(self):
+        """(keras variable, checkpoint name) for every weight, via bert4keras's mapping."""
+        expected = checkpoints.expected_variables(self.config)
+        pairs = []
+        for layer_name, names in self.transformer.variable_mapping().items():
+            if layer_name not in self.transformer.layers:
+                continue
+            layer = self.transformer.layers[layer_name]
+            for variable, name in zip(layer.trainable_weights, names):
+                pairs.append((variable, name))
+        found = {name for _, name in pairs}
+        if found != set(expected):
+            raise RoformerSimError(
+                f"model variables do not match the released layout: {sorted(set(expected) ^ found)}"
+            )
+        return pairs
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Weights by checkpoint variable name, float32."""
+        pairs = self._layer_variables()
+        values = K.batch_get_value([v for v, _ in pairs])
+        return {name: np.asarray(value, np.float32) for (_, name), value in zip(pairs, values)}
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        """Assign weights by checkpoint variable name; every variable must be given."""
+        updates = []
+        for variable, name in self._layer_variables():
+            if name not in weights:
+                raise RoformerSimError(f"weights lack variable {name}")
+            value = np.asarray(weights[name])
+            if tuple(value.shape) != tuple(variable.shape):
+                raise RoformerSimError(
+                    f"variable {name} has shape {tuple(value.shape)} but the model needs {tuple(variable.shape)}"
+                )
+            updates.append((variable, value))
+        K.batch_set_value(updates)
+
+    # ------------------------------------------------------------ encoding
+    def tokenize(self, texts: Sequence[str], maxlen: int | None = None) -> list[list[int]]:
+        """Token ids of each text as the original scripts make them (``[CLS] … [SEP]``)."""
+        maxlen = maxlen or self.maxlen
+        ids = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise RoformerSimError(f"texts[{i}] is {type(text).__name__}, not str")
+            if not text.strip():
+                raise RoformerSimError(f"texts[{i}] is empty")
+            ids.append(self.tokenizer.encode(text, maxlen=maxlen)[0])
+        return ids
+
+    def _encode_batch(self, token_ids: np.ndarray) -> np.ndarray:
+        if self._encode_fn is None:
+            spec = tf.TensorSpec([None, None], tf.int32)
+
+            @tf.function(input_signature=[spec, spec])
+            def encode_fn(tokens, segments):
+                return self.encoder([tokens, segments], training=False)
+
+            self._encode_fn = encode_fn
+        tokens = tf.constant(token_ids, tf.int32)
+        return self._encode_fn(tokens, tf.zeros_like(tokens)).numpy()
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 64,
+        normalize: bool = True,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray:
+        """Pooled sentence vectors, shape [n, hidden] (or [hidden] for one string).
+
+        Texts are sorted by length and batched so that padding is small; the
+        result is in input order.
+        """
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        if batch_size < 1:
+            raise RoformerSimError(f"batch_size must be positive, got {batch_size}")
+        ids = self.tokenize(texts)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        out = np.zeros((len(texts), self.config["hidden_size"]), np.float32)
+        starts = range(0, len(ids), batch_size)
+        for start in _progress(starts, len(starts), show_progress_bar, "encode"):
+            index = order[start : start + batch_size]
+            out[index] = self._encode_batch(sequence_padding([ids[i] for i in index]))
+        if normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out[0] if single else out
+
+    def similarity(self, a: str | Sequence[str], b: str | Sequence[str]) -> float | np.ndarray:
+        """Cosine similarity: a float for two strings, a [len(a), len(b)] matrix for lists."""
+        va, vb = self.encode(a), self.encode(b)
+        sims = np.atleast_2d(va) @ np.atleast_2d(vb).T
+        return float(sims[0, 0]) if isinstance(a, str) and isinstance(b, str) else sims
+
+    def most_similar(
+        self, query: str, corpus: Sequence[str], top_k: int = 10, batch_size: int = 64
+    ) -> list[tuple[str, float]]:
+        """The ``top_k`` texts of ``corpus`` closest to ``query`` by cosine, best first."""
+        corpus = list(corpus)
+        if not corpus:
+            return []
+        sims = self.encode(corpus, batch_size=batch_size) @ self.encode(query)
+        best = np.argsort(-sims, kind="stable")[:top_k]
+        return [(corpus[i], float(sims[i])) for i in best]
+
+
+def pad(batch: Iterable[Sequence[int]]) -> np.ndarray:
+    """Right-pad token id lists with 0 ([PAD]) into an int32 array."""
+    return sequence_padding(list(batch)).astype(np.int32)

@@ -1,0 +1,18 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="roformer-sim-ft",
+    version="0.1.0",
+    description="RoFormer-Sim-FT (Su Jianlin, 2021) on bert4keras and today's TensorFlow: "
+    "load, fine-tune, distill, export and evaluate RoFormer-Sim checkpoints.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["roformer_sim_ft", "roformer_sim_ft.*"]),
+    include_package_data=True,
+    package_data={"roformer_sim_ft": ["sample_data/**/*"]},
+    # bert4keras==0.11.5 is required too but must be installed with --no-deps
+    # (its keras<=2.3.1 pin is obsolete): see the Makefile's install step.
+    install_requires=[line for line in open("requirements.txt").read().splitlines() if line and not line.startswith("#")],
+    entry_points={"console_scripts": ["roformer-sim-ft=roformer_sim_ft.cli:main"]},
+)

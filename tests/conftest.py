@@ -1,0 +1,51 @@
+"""Shared fixtures: the real vocab/configs from ../shared/data, tiny checkpoints built with ``init``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import roformer_sim_ft  # noqa: F401  (selects tf_keras before anything imports tensorflow)
+from roformer_sim_ft import checkpoints
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """../shared/data beside the repo (CI lays it there), or $ROFORMER_SIM_FT_SHARED."""
+    env = os.environ.get("ROFORMER_SIM_FT_SHARED")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not (path / "vocab" / "vocab.txt").exists():
+        pytest.skip(f"real data folder {path} not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_vocab(shared_data) -> list[str]:
+    return checkpoints.read_vocab(shared_data / "vocab" / "vocab.txt", 12000)
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> dict:
+    return checkpoints.preset_config("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, real_vocab, tiny_config) -> Path:
+    """A tiny random checkpoint (real 12000-char vocab, L-2/H-32) in the released layout."""
+    out = tmp_path_factory.mktemp("ckpt") / "tiny"
+    checkpoints.write_checkpoint(out, tiny_config, real_vocab, checkpoints.init_weights(tiny_config, seed=7))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint):
+    from roformer_sim_ft.model import SimModel
+
+    return SimModel.load(tiny_checkpoint)
