@@ -89,6 +89,22 @@ def _run_encode(args: argparse.Namespace) -> None:
     print(f"wrote {args.output}: {vectors.shape[0]} x {vectors.shape[1]}")
 
 
+def _args_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder (released layout)")
+    p.add_argument("--out", required=True, help="output folder (replaced only if empty or an earlier export of the same format)")
+    p.add_argument("--format", default="ckpt", choices=("ckpt", "h5", "savedmodel", "hf"),
+                   help="ckpt: released TF1 layout (default); h5: Keras HDF5 weights for plain bert4keras; "
+                   "savedmodel: TF SavedModel with encode/similarity signatures; hf: transformers RoFormer + pooler")
+
+
+@command("export", "write a checkpoint as ckpt, h5, savedmodel or hf, verified against this model")(_args_export)
+def _run_export(args: argparse.Namespace) -> None:
+    from .export import export
+
+    result = export(args.checkpoint, args.out, args.format)
+    print(f"wrote {result.path} ({result.format}; verified: {result.checked}; largest difference {result.max_diff:.2g})")
+
+
 def _read_lines(path: str) -> list[str]:
     try:
         with open(path, encoding="utf-8") as f:

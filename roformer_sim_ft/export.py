@@ -1,0 +1,366 @@
+"""Export a checkpoint for other runtimes: released layout, Keras HDF5, TF SavedModel, HF RoFormer.
+
+Every format is written into a temporary folder beside the target, checked
+against our own model on a fixed set of sentences (Chinese, mixed Chinese and
+English, punctuation; padded to mixed lengths so that masking is exercised) and
+only then renamed into place. A failed check removes the temporary folder and
+raises :class:`RoformerSimError` with the largest difference found.
+
+- ``ckpt``: the released TF1 layout (``checkpoints.write_checkpoint``, weights
+  compared bit for bit after writing).
+- ``h5``: Keras HDF5 weights of the bert4keras model plus ``bert_config.json``
+  and ``vocab.txt``; checked by building a plain bert4keras model from that
+  config and loading the file by topology.
+- ``savedmodel``: a TF SavedModel whose ``encode`` signature maps token and
+  segment ids to L2-normalised vectors and whose ``similarity`` signature gives
+  the row-wise cosine of two batches; checked by ``tf.saved_model.load``. There
+  is no string-input signature: clients tokenise with bert4keras's Tokenizer.
+- ``hf``: a transformers RoFormer folder (``config.json``, ``model.safetensors``
+  written with numpy, ``vocab.txt``, ``tokenizer_config.json``) plus
+  ``pooler.safetensors`` (the linear pooler, a Dense on [CLS] that
+  ``RoFormerModel`` lacks). The safetensors are always read back and compared
+  bit for bit; when torch and transformers are importable the folder is also
+  loaded with ``RoFormerModel.from_pretrained`` and its pooled vectors compared.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from . import compat  # noqa: F401  (must precede tensorflow)
+import tensorflow as tf
+
+from . import checkpoints
+from .errors import RoformerSimError
+from .model import SimModel, pad
+
+FORMATS = ("ckpt", "h5", "savedmodel", "hf")
+# Largest allowed difference of L2-normalised vectors on VERIFY_TEXTS, per format.
+TOLERANCE = {"ckpt": 0.0, "h5": 1e-5, "savedmodel": 1e-5, "hf": 1e-4}
+VERIFY_TEXTS = (
+    "今天天气不错",
+    "给我推荐一款红色的车，最好是SUV。",
+    "我用iPhone 15 Pro拍了3张照片, Nice!",
+    "RoFormer-Sim is a 中文 similarity model (2021).",
+    "“你好！”——他说；（真的吗？）……【完】",
+    "好",
+)
+H5_NAME = "bert_model.weights.h5"
+HF_WEIGHTS = "model.safetensors"
+HF_POOLER = "pooler.safetensors"
+# What a folder must already hold for an export to replace it (never clobber unrelated folders).
+_MARKERS = {"h5": H5_NAME, "savedmodel": "saved_model.pb", "hf": HF_WEIGHTS}
+# bert4keras activation name -> transformers ACT2FN name (bert4keras's "gelu" is the erf form).
+_HF_ACT = {"gelu": "gelu", "gelu_erf": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "swish": "silu", "linear": "linear"}
+
+
+@dataclass(frozen=True)
+class Exported:
+    """Where an export went, and how it was checked."""
+
+    path: Path
+    format: str
+    max_diff: float
+    checked: str
+
+
+def export(checkpoint: str | os.PathLike, out: str | os.PathLike, format: str = "ckpt") -> Exported:
+    """Load a checkpoint (released layout) and export it; see the module docstring."""
+    if format not in FORMATS:
+        raise RoformerSimError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+    return export_model(SimModel.load(checkpoint), out, format)
+
+
+def export_model(model: SimModel, out: str | os.PathLike, format: str = "ckpt") -> Exported:
+    """Export ``model`` to ``out`` in ``format`` (atomic, verified)."""
+    out = Path(out)
+    if format not in FORMATS:
+        raise RoformerSimError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+    if format == "ckpt":
+        checkpoints.write_checkpoint(out, model.config, model.vocab, model.get_weights())
+        return Exported(out, format, 0.0, "weights re-read bit-identical")
+    writer, verifier = {"h5": (_write_h5, _verify_h5), "savedmodel": (_write_savedmodel, _verify_savedmodel), "hf": (_write_hf, _verify_hf)}[format]
+    token_ids = pad(model.tokenize(VERIFY_TEXTS))
+    expected = _unit(model.encoder([token_ids, np.zeros_like(token_ids)], training=False).numpy())
+    with _atomic_dir(out, _MARKERS[format]) as tmp:
+        writer(model, tmp)
+        vectors, checked = verifier(model, tmp, token_ids)
+        diff = float(np.max(np.abs(vectors - expected))) if vectors is not None else 0.0
+        if not diff <= TOLERANCE[format]:  # also catches NaN
+            raise RoformerSimError(
+                f"{out}: {format} export failed verification: largest difference {diff:.3g} "
+                f"> {TOLERANCE[format]:g} on {len(VERIFY_TEXTS)} sentences; nothing written"
+            )
+    return Exported(out, format, diff, checked)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@contextlib.contextmanager
+def _atomic_dir(out: Path, marker: str) -> Iterator[Path]:
+    """A temporary folder beside ``out``, renamed onto it if the block succeeds.
+
+    An existing ``out`` is replaced only if it is empty or holds ``marker`` (an
+    earlier export of the same format); the old folder is moved aside first and
+    deleted after the rename.
+    """
+    if out.exists():
+        if not out.is_dir():
+            raise RoformerSimError(f"{out}: exists and is not a folder")
+        if any(out.iterdir()) and not (out / marker).exists():
+            raise RoformerSimError(f"{out}: folder exists and is not an earlier export ({marker} missing); not replacing it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    old = None
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+        os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_config_vocab(model: SimModel, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / checkpoints.CONFIG_NAME).write_text(json.dumps(model.config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (folder / checkpoints.VOCAB_NAME).write_text("\n".join(model.vocab) + "\n", encoding="utf-8")
+
+
+# ------------------------------------------------------------------ h5
+def _write_h5(model: SimModel, folder: Path) -> None:
+    model.model.save_weights(str(folder / H5_NAME), save_format="h5")
+    _write_config_vocab(model, folder)
+
+
+def _verify_h5(model: SimModel, folder: Path, token_ids: np.ndarray) -> tuple[np.ndarray, str]:
+    """Build the model as a plain bert4keras app would and load the file by topology."""
+    from bert4keras.models import build_transformer_model
+
+    plain = build_transformer_model(
+        str(folder / checkpoints.CONFIG_NAME), None, model="roformer", application="unilm", with_pool="linear"
+    )
+    plain.load_weights(str(folder / H5_NAME))
+    pooled = plain([token_ids, np.zeros_like(token_ids)], training=False)[0].numpy()
+    return _unit(pooled), "plain bert4keras model built from bert_config.json, h5 loaded by topology"
+
+
+# ---------------------------------------------------------- savedmodel
+class _Serving(tf.Module):
+    """The encoder as two tf.functions; the Keras model is captured, not tracked,
+    so only its variables (not bert4keras's layers) are serialised."""
+
+    def __init__(self, encoder) -> None:
+        super().__init__(name="roformer_sim")
+        self.weights = list(encoder.weights)
+        spec = tf.TensorSpec([None, None], tf.int32)
+
+        @tf.function(input_signature=[spec, spec])
+        def encode(token_ids, segment_ids):
+            """L2-normalised pooled vectors [batch, hidden]."""
+            vectors = encoder([token_ids, segment_ids], training=False)
+            return {"vectors": tf.math.l2_normalize(vectors, axis=-1)}
+
+        @tf.function(input_signature=[spec, spec, spec, spec])
+        def similarity(token_ids_a, segment_ids_a, token_ids_b, segment_ids_b):
+            """Cosine of row i of batch a with row i of batch b, [batch]."""
+            a = encode(token_ids_a, segment_ids_a)["vectors"]
+            b = encode(token_ids_b, segment_ids_b)["vectors"]
+            return {"similarity": tf.reduce_sum(a * b, axis=-1)}
+
+        self.encode = encode
+        self.similarity = similarity
+
+
+def _write_savedmodel(model: SimModel, folder: Path) -> None:
+    module = _Serving(model.encoder)
+    encode = module.encode.get_concrete_function()
+    tf.saved_model.save(
+        module,
+        str(folder),
+        signatures={"serving_default": encode, "encode": encode, "similarity": module.similarity.get_concrete_function()},
+    )
+    _write_config_vocab(model, folder / "assets.extra")
+
+
+def _verify_savedmodel(model: SimModel, folder: Path, token_ids: np.ndarray) -> tuple[np.ndarray, str]:
+    loaded = tf.saved_model.load(str(folder))
+    ids = tf.constant(token_ids, tf.int32)
+    vectors = loaded.signatures["encode"](token_ids=ids, segment_ids=tf.zeros_like(ids))["vectors"].numpy()
+    sims = loaded.similarity(ids, tf.zeros_like(ids), ids[::-1], tf.zeros_like(ids))["similarity"].numpy()
+    expected_sims = np.sum(vectors * vectors[::-1], axis=-1)
+    if not np.max(np.abs(sims - expected_sims)) <= 1e-5:
+        raise RoformerSimError(f"{folder}: savedmodel similarity disagrees with its encode by {np.max(np.abs(sims - expected_sims)):.3g}")
+    return vectors, "tf.saved_model.load, encode and similarity signatures"
+
+
+# ------------------------------------------------------------------- hf
+def hf_config(config: Mapping) -> dict:
+    """transformers ``RoFormerConfig`` keys for a bert4keras RoFormer config."""
+    act = config.get("hidden_act", "gelu")
+    if act not in _HF_ACT:
+        raise RoformerSimError(f"hidden_act {act!r} has no transformers equivalent here; known: {', '.join(_HF_ACT)}")
+    return {
+        "architectures": ["RoFormerForMaskedLM"],
+        "model_type": "roformer",
+        "vocab_size": config["vocab_size"],
+        "embedding_size": config["hidden_size"],
+        "hidden_size": config["hidden_size"],
+        "num_hidden_layers": config["num_hidden_layers"],
+        "num_attention_heads": config["num_attention_heads"],
+        "intermediate_size": config["intermediate_size"],
+        "hidden_act": _HF_ACT[act],
+        "hidden_dropout_prob": config.get("hidden_dropout_prob", 0.1),
+        "attention_probs_dropout_prob": config.get("attention_probs_dropout_prob", 0.1),
+        "max_position_embeddings": config.get("max_position_embeddings", 512),
+        "type_vocab_size": config.get("type_vocab_size", 2),
+        "initializer_range": config.get("initializer_range", 0.02),
+        "layer_norm_eps": 1e-7,  # bert4keras LayerNormalization uses K.epsilon(), not BERT's 1e-12
+        "rotary_value": False,
+        "pad_token_id": 0,
+        "tie_word_embeddings": True,
+    }
+
+
+def hf_weights(weights: Mapping[str, np.ndarray], config: Mapping) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(RoFormerForMaskedLM state dict, pooler state dict) from released-layout weights.
+
+    Kernels are transposed to torch's [out, in]; gamma/beta become weight/bias.
+    """
+    def leaf(tf_name: str) -> np.ndarray:
+        value = np.asarray(weights[tf_name], np.float32)
+        return np.ascontiguousarray(value.T) if tf_name.endswith("/kernel") else value
+
+    def block(hf_prefix: str, tf_prefix: str, norm: bool = False) -> dict[str, np.ndarray]:
+        a, b = ("gamma", "beta") if norm else ("kernel", "bias")
+        return {f"{hf_prefix}.weight": leaf(f"{tf_prefix}/{a}"), f"{hf_prefix}.bias": leaf(f"{tf_prefix}/{b}")}
+
+    state = {
+        "roformer.embeddings.word_embeddings.weight": leaf("bert/embeddings/word_embeddings"),
+        "roformer.embeddings.token_type_embeddings.weight": leaf("bert/embeddings/token_type_embeddings"),
+        **block("roformer.embeddings.LayerNorm", "bert/embeddings/LayerNorm", norm=True),
+    }
+    for n in range(config["num_hidden_layers"]):
+        h, t = f"roformer.encoder.layer.{n}.", f"bert/encoder/layer_{n}/"
+        for part in ("query", "key", "value"):
+            state.update(block(h + f"attention.self.{part}", t + f"attention/self/{part}"))
+        state.update(block(h + "attention.output.dense", t + "attention/output/dense"))
+        state.update(block(h + "attention.output.LayerNorm", t + "attention/output/LayerNorm", norm=True))
+        state.update(block(h + "intermediate.dense", t + "intermediate/dense"))
+        state.update(block(h + "output.dense", t + "output/dense"))
+        state.update(block(h + "output.LayerNorm", t + "output/LayerNorm", norm=True))
+    state.update(block("cls.predictions.transform.dense", "cls/predictions/transform/dense"))
+    state.update(block("cls.predictions.transform.LayerNorm", "cls/predictions/transform/LayerNorm", norm=True))
+    state["cls.predictions.bias"] = leaf("cls/predictions/output_bias")
+    state["roformer.encoder.embed_positions.weight"] = hf_rotary_table(
+        config.get("max_position_embeddings", 512), config["hidden_size"] // config["num_attention_heads"]
+    )
+    pooler = {"weight": leaf("bert/pooler/dense/kernel"), "bias": leaf("bert/pooler/dense/bias")}
+    return state, pooler
+
+
+def hf_rotary_table(positions: int, head_size: int) -> np.ndarray:
+    """transformers' fixed RoFormer sinusoid table: sin of every angle in the first half, cos in the
+    second (bert4keras interleaves them, and both rotate interleaved pairs: the same rotation)."""
+    angles = np.arange(positions, dtype=np.float64)[:, None] * np.power(10000.0, -2 * np.arange(head_size // 2) / head_size)
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]) -> None:
+    """Write float32 tensors in the safetensors format, without torch or the safetensors package:
+    8-byte little-endian header length, JSON header (padded to 8 bytes), raw little-endian data."""
+    header: dict = {"__metadata__": {"format": "pt"}}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        data = np.ascontiguousarray(tensors[name], dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(np.shape(tensors[name])), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as f:
+        f.write(len(encoded).to_bytes(8, "little"))
+        f.write(encoded)
+        for data in blobs:
+            f.write(data)
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a float32 safetensors file with numpy (the inverse of ``write_safetensors``)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    body = memoryview(raw)[8 + size :]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] != "F32":
+            raise RoformerSimError(f"{path}: tensor {name} has dtype {info['dtype']}, expected F32")
+        start, end = info["data_offsets"]
+        out[name] = np.frombuffer(body[start:end], dtype="<f4").reshape(info["shape"]).copy()
+    return out
+
+
+def _write_hf(model: SimModel, folder: Path) -> None:
+    state, pooler = hf_weights(model.get_weights(), model.config)
+    write_safetensors(folder / HF_WEIGHTS, state)
+    write_safetensors(folder / HF_POOLER, pooler)
+    (folder / "config.json").write_text(json.dumps(hf_config(model.config), indent=2) + "\n", encoding="utf-8")
+    (folder / checkpoints.VOCAB_NAME).write_text("\n".join(model.vocab) + "\n", encoding="utf-8")
+    tokenizer = {
+        "tokenizer_class": "BertTokenizer",
+        "do_lower_case": True,
+        "tokenize_chinese_chars": True,
+        "strip_accents": None,
+        "model_max_length": hf_config(model.config)["max_position_embeddings"],
+        "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]",
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2) + "\n", encoding="utf-8")
+
+
+def _verify_hf(model: SimModel, folder: Path, token_ids: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """Read the safetensors back with numpy (bit-identical); then, if torch and
+    transformers are importable, run ``RoFormerModel`` and apply the pooler."""
+    state, pooler = hf_weights(model.get_weights(), model.config)
+    for path, expected in ((folder / HF_WEIGHTS, state), (folder / HF_POOLER, pooler)):
+        reread = read_safetensors(path)
+        if set(reread) != set(expected) or any(not np.array_equal(reread[k], expected[k]) for k in expected):
+            raise RoformerSimError(f"{folder}: hf export failed verification: {path.name} differs from the weights after writing")
+    try:
+        import torch
+        from transformers import RoFormerModel
+    except ImportError:
+        return None, "safetensors re-read bit-identical with numpy (torch/transformers absent: no forward pass)"
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report lists the MLM head as unused: expected here
+    hf_logging.disable_progress_bar()
+    try:
+        hf = RoFormerModel.from_pretrained(str(folder)).eval()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    with torch.no_grad():
+        ids = torch.from_numpy(token_ids.astype(np.int64))
+        hidden = hf(input_ids=ids, attention_mask=(ids != 0).long(), token_type_ids=torch.zeros_like(ids)).last_hidden_state
+    cls = hidden[:, 0].numpy()
+    pooled = cls @ pooler["weight"].T + pooler["bias"]
+    return _unit(pooled), "safetensors re-read bit-identical; transformers RoFormerModel + pooler forward pass"
