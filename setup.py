@@ -10,7 +10,14 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["roformer_sim_ft", "roformer_sim_ft.*"]),
     include_package_data=True,
-    package_data={"roformer_sim_ft": ["sample_data/**/*"]},
+    package_data={
+        "roformer_sim_ft": [
+            "sample_data/README.md",
+            "sample_data/senteval_cn/*/*.data",
+            "sample_data/cnsd/*/*.jsonl",
+            "sample_data/synonyms/*.jsonl",
+        ]
+    },
     # bert4keras==0.11.5 is required too but must be installed with --no-deps
     # (its keras<=2.3.1 pin is obsolete): see the Makefile's install step.
     install_requires=[line for line in open("requirements.txt").read().splitlines() if line and not line.startswith("#")],

@@ -49,3 +49,91 @@ def _seeded_initializers() -> None:
 import numpy as np  # noqa: E402
 
 _seeded_initializers()
+
+
+class _DropoutSeeds:
+    """Which stateless seed each dropout call of a traced training step uses."""
+
+    def __init__(self) -> None:
+        self.base = None  # a [2] int64 tensor while a training step is being traced
+        self.counter = 0
+
+
+_DROPOUT_SEEDS = _DropoutSeeds()
+
+
+class seeded_dropout:
+    """Context for tracing a training step: dropout masks become a pure function of
+    ``(seed, step, call index, replica)``, so a resumed run draws the same masks as
+    an uninterrupted one. Outside it, dropout is Keras's ordinary stateful dropout.
+
+    bert4keras creates its attention-probability Dropout inside
+    ``MultiHeadAttention.call`` (a new layer on every call), which rules out
+    tf.random.Generator state; numbering the calls within one trace does not.
+    """
+
+    def __init__(self, seed: int, step) -> None:
+        self.seed, self.step = seed, step
+
+    def __enter__(self):
+        replica = tf.distribute.get_replica_context()
+        replica_id = replica.replica_id_in_sync_group if replica is not None else 0
+        step = tf.cast(self.step, tf.int64)
+        _DROPOUT_SEEDS.base = tf.stack(
+            [tf.constant(self.seed, tf.int64), step * 1024 + tf.cast(replica_id, tf.int64)]
+        )
+        _DROPOUT_SEEDS.counter = 0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _DROPOUT_SEEDS.base = None
+
+
+class SeededDropout(keras.layers.Dropout):
+    """Keras Dropout that uses stateless, step-seeded masks inside ``seeded_dropout``."""
+
+    def call(self, inputs, training=None):
+        base = _DROPOUT_SEEDS.base
+        if base is None or self.rate == 0:
+            return super().call(inputs, training=training)
+        if training is None:
+            training = keras.backend.learning_phase()
+        _DROPOUT_SEEDS.counter += 1
+        seed = base + tf.constant([0, 1 << 40], tf.int64) * _DROPOUT_SEEDS.counter
+
+        def dropped():
+            return tf.nn.experimental.stateless_dropout(inputs, rate=self.rate, seed=seed)
+
+        if isinstance(training, bool):
+            return dropped() if training else tf.identity(inputs)
+        return tf.cond(tf.cast(training, tf.bool), dropped, lambda: tf.identity(inputs))
+
+
+def _patch_dropout() -> None:
+    import bert4keras.layers as layers
+    import bert4keras.models as models
+
+    layers.Dropout = SeededDropout
+    models.Dropout = SeededDropout
+
+
+_patch_dropout()
+
+
+def _patch_tied_embedding() -> None:
+    """Under mixed_float16 Keras does not autocast Embedding variables, so
+    bert4keras's tied MLM output (``Embedding(mode='dense')``) multiplied fp16
+    activations by the fp32 table. Cast the table to the activations' dtype."""
+    import bert4keras.layers as layers
+
+    original = layers.Embedding.call
+
+    def call(self, inputs, mode="embedding"):
+        if mode == "embedding":
+            return original(self, inputs, mode)
+        return tf.einsum("...h,vh->...v", inputs, tf.cast(self.embeddings, inputs.dtype))
+
+    layers.Embedding.call = call
+
+
+_patch_tied_embedding()
