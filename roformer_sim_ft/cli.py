@@ -105,6 +105,171 @@ def _run_export(args: argparse.Namespace) -> None:
     print(f"wrote {result.path} ({result.format}; verified: {result.checked}; largest difference {result.max_diff:.2g})")
 
 
+def _add_loop_args(p: argparse.ArgumentParser, learning_rate: float, batch_size: int) -> None:
+    g = p.add_argument_group("training loop")
+    g.add_argument("--out", required=True, help="output folder: the trained model (released layout), run.json, training_state/")
+    g.add_argument("--steps", type=int, default=1000)
+    g.add_argument("--batch-size", type=int, default=batch_size, help=f"rows per batch (default {batch_size})")
+    g.add_argument("--learning-rate", "--lr", type=float, default=learning_rate)
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--warmup-steps", type=int, default=0)
+    g.add_argument("--dropout", type=float, default=0.2)
+    g.add_argument("--maxlen", type=int, default=64)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--save-every", type=int, default=500, help="write training state every N steps (0: only at the end)")
+    g.add_argument("--eval-data", help="data folder whose senteval_cn files are evaluated periodically; the best model is kept")
+    g.add_argument("--eval-split", default="valid")
+    g.add_argument("--eval-every", type=int, default=0)
+    g.add_argument("--resume", action="store_true", help="continue from the latest state in --out")
+    g.add_argument("--devices", type=int, help="MirroredStrategy over N devices (default: all GPUs, else one device)")
+    g.add_argument("--mixed-precision", choices=("fp16", "bf16"), help="mixed_float16 / mixed_bfloat16 (loss stays fp32)")
+    g.add_argument("--xla", action="store_true", help="compile the train step with XLA")
+    g.add_argument("--skip-bad-lines", action="store_true", help="skip malformed data lines (counted per file) instead of stopping")
+    g.add_argument("--no-progress", action="store_true")
+
+
+def _loop_config(args: argparse.Namespace):
+    from .training import TrainConfig
+
+    return TrainConfig(
+        out_dir=args.out, steps=args.steps, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps, seed=args.seed, save_every=args.save_every,
+        eval_every=args.eval_every if args.eval_data else 0, resume=args.resume, devices=args.devices,
+        mixed_precision={"fp16": "mixed_float16", "bf16": "mixed_bfloat16", None: None}[args.mixed_precision],
+        jit_compile=args.xla, show_progress=False if args.no_progress else None,
+    )
+
+
+def _print_result(result) -> None:
+    state = "interrupted" if result.interrupted else "done"
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in result.losses.items())
+    print(f"{state} at step {result.step}: {losses} ({result.steps_per_second:.2f} steps/s)")
+    if result.best:
+        print(f"best evaluation {result.best['metric']:.2f} at step {result.best['step']}")
+
+
+def _args_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="RoFormer-Sim checkpoint to fine-tune")
+    p.add_argument("--data", help="data folder: senteval_cn/<TASK>/<TASK>.<split>.data and cnsd/*/*.jsonl")
+    p.add_argument("--pairs-file", action="append", default=[], help="extra senteval-format file (repeatable)")
+    p.add_argument("--nli-file", action="append", default=[], help="extra CNSD-format jsonl (repeatable)")
+    p.add_argument("--tasks", default="ATEC,BQ,LCQMC,PAWSX,STS-B")
+    p.add_argument("--splits", default="train,valid", help="splits of --data to train on (the reference: train,valid)")
+    p.add_argument("--objective", default="concat", help="concat (the [u,v,|u-v|] classifier), cos-mse, cos-mse-pm1, cos-hinge")
+    p.add_argument("--features", default="u,v,|u-v|", help="feature set of the classifier: any of u, v, |u-v|, u*v")
+    p.add_argument("--heads", default="shared", choices=("shared", "separate"), help="one Dense(5) or Dense(2)+Dense(3)")
+    _add_loop_args(p, learning_rate=2e-5, batch_size=192)
+
+
+@command("train", "supervised stage: fine-tune an encoder on labelled pairs and NLI")(_args_train)
+def _run_train(args: argparse.Namespace) -> None:
+    from .pipeline import SupervisedSettings, supervised
+
+    if not args.data and not args.pairs_file and not args.nli_file:
+        raise RoformerSimError("give --data DIR or --pairs-file/--nli-file")
+    settings = SupervisedSettings(
+        objective=args.objective, features=args.features, heads=args.heads, batch_size=args.batch_size,
+        maxlen=args.maxlen, dropout_rate=args.dropout, tasks=_csv(args.tasks), splits=_csv(args.splits),
+        skip_bad_lines=args.skip_bad_lines,
+    )
+    result = supervised(args.checkpoint, _loop_config(args), args.data, args.pairs_file, args.nli_file, settings,
+                        eval_dir=args.eval_data, eval_split=args.eval_split)
+    _print_result(result)
+    return 130 if result.interrupted else 0
+
+
+def _args_distill(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", required=True, help="the fine-tuned encoder (output of `train`)")
+    p.add_argument("--student", required=True, help="the UniLM RoFormer-Sim to distil into (the original, or `train`'s output)")
+    p.add_argument("--pairs", action="append", default=[], help='jsonl of {"text","synonyms"} or {"text_a","text_b"} (repeatable)')
+    p.add_argument("--from-labeled", help="use the positive pairs of a senteval_cn/CNSD data folder")
+    p.add_argument("--similarity-weight", type=float, default=100.0)
+    _add_loop_args(p, learning_rate=1e-5, batch_size=96)
+
+
+@command("distill", "distillation stage: teach the UniLM student the teacher's similarities")(_args_distill)
+def _run_distill(args: argparse.Namespace) -> None:
+    from .pipeline import DistillSettings, distill
+
+    if not args.pairs and not args.from_labeled:
+        raise RoformerSimError("give --pairs FILE or --from-labeled DIR")
+    settings = DistillSettings(similarity_weight=args.similarity_weight, batch_size=args.batch_size,
+                               maxlen=args.maxlen, dropout_rate=args.dropout, skip_bad_lines=args.skip_bad_lines)
+    result = distill(args.teacher, args.student, _loop_config(args), args.pairs, args.from_labeled, settings,
+                     eval_dir=args.eval_data, eval_split=args.eval_split)
+    _print_result(result)
+    return 130 if result.interrupted else 0
+
+
+def _args_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", help="data folder with senteval_cn/<TASK>/<TASK>.<split>.data")
+    p.add_argument("--split", default="test")
+    p.add_argument("--tasks", default="ATEC,BQ,LCQMC,PAWSX,STS-B")
+    p.add_argument("--json", help="write the numbers, checkpoint and data fingerprints here")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--probes", action="store_true", help="also print the post's ten probe pairs beside the published values")
+    p.add_argument("--skip-bad-lines", action="store_true")
+
+
+@command("evaluate", "Spearman x 100 of cos(u, v) per task, as the post reports it")(_args_evaluate)
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import format_probes, format_table
+    from .pipeline import evaluate
+
+    if not args.data and not args.probes:
+        raise RoformerSimError("give --data DIR and/or --probes")
+    out = evaluate(args.checkpoint, args.data, args.split, _csv(args.tasks), args.batch_size, args.json,
+                   args.probes, args.skip_bad_lines)
+    if args.data:
+        print(format_table(out.result, _csv(args.tasks)))
+        print("rows: " + ", ".join(f"{t} {s.rows}" for t, s in out.result.scores.items()))
+    if out.probes:
+        print(format_probes(out.probes))
+    if args.json:
+        print(f"wrote {args.json}")
+
+
+def _args_pipeline(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a released RoFormer-Sim checkpoint")
+    p.add_argument("--data", required=True, help="labelled data folder (senteval_cn/, cnsd/)")
+    p.add_argument("--out", required=True, help="OUT/supervised, OUT/distilled, OUT/export, OUT/evaluation.json")
+    p.add_argument("--pairs", action="append", default=[], help="extra distillation pairs (jsonl)")
+    p.add_argument("--eval-data", help="folder evaluated at the end (default: --data)")
+    p.add_argument("--eval-split", default="valid")
+    p.add_argument("--supervised-steps", type=int, default=1000)
+    p.add_argument("--distill-steps", type=int, default=1000)
+    p.add_argument("--supervised-batch-size", type=int, default=192)
+    p.add_argument("--distill-batch-size", type=int, default=96)
+    p.add_argument("--supervised-lr", type=float, default=2e-5)
+    p.add_argument("--distill-lr", type=float, default=1e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--devices", type=int)
+    p.add_argument("--mixed-precision", choices=("fp16", "bf16"))
+    p.add_argument("--synonyms-of", action="append", default=[], help="print gen_synonyms of this text at the end")
+
+
+@command("pipeline", "supervised stage, distillation, export and evaluation in one run")(_args_pipeline)
+def _run_pipeline(args: argparse.Namespace) -> None:
+    from .pipeline import DistillSettings, SupervisedSettings, run_pipeline
+    from .training import TrainConfig
+
+    precision = {"fp16": "mixed_float16", "bf16": "mixed_bfloat16", None: None}[args.mixed_precision]
+    common = dict(seed=args.seed, devices=args.devices, mixed_precision=precision, save_every=500)
+    run_pipeline(
+        args.checkpoint, args.data, args.out,
+        TrainConfig(out_dir="", steps=args.supervised_steps, learning_rate=args.supervised_lr, **common),
+        TrainConfig(out_dir="", steps=args.distill_steps, learning_rate=args.distill_lr, **common),
+        SupervisedSettings(batch_size=args.supervised_batch_size),
+        DistillSettings(batch_size=args.distill_batch_size),
+        pair_files=args.pairs, eval_dir=args.eval_data, eval_split=args.eval_split, synonyms_of=args.synonyms_of,
+    )
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def _read_lines(path: str) -> list[str]:
     try:
         with open(path, encoding="utf-8") as f:

@@ -49,3 +49,13 @@ def tiny_model(tiny_checkpoint):
     from roformer_sim_ft.model import SimModel
 
     return SimModel.load(tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def spread_checkpoint(tmp_path_factory, real_vocab, tiny_config) -> Path:
+    """Like ``tiny_checkpoint`` but drawn at init std 1.0: a random tiny model at 0.02 maps every
+    text to nearly the same vector (cosines all ≈ 1, ranks decided by round-off); this one does not."""
+    out = tmp_path_factory.mktemp("ckpt") / "spread"
+    weights = checkpoints.init_weights({**tiny_config, "initializer_range": 1.0}, seed=123)
+    checkpoints.write_checkpoint(out, tiny_config, real_vocab, weights)
+    return out
