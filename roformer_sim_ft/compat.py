@@ -131,7 +131,14 @@ def _patch_tied_embedding() -> None:
     def call(self, inputs, mode="embedding"):
         if mode == "embedding":
             return original(self, inputs, mode)
-        return tf.einsum("...h,vh->...v", inputs, tf.cast(self.embeddings, inputs.dtype))
+        # reshape + matmul, not einsum: the gradient of an ellipsis einsum materialises
+        # a [batch, time, vocab, hidden] tensor (seconds per step on CPU).
+        kernel = tf.cast(self.embeddings, inputs.dtype)
+        flat = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
+        out = tf.matmul(flat, kernel, transpose_b=True)
+        out = tf.reshape(out, tf.concat([tf.shape(inputs)[:-1], tf.shape(kernel)[:1]], 0))
+        out.set_shape(inputs.shape[:-1].concatenate(kernel.shape[:1]))
+        return out
 
     layers.Embedding.call = call
 
