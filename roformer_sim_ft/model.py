@@ -218,6 +218,41 @@ class SimModel:
         best = np.argsort(-sims, kind="stable")[:top_k]
         return [(corpus[i], float(sims[i])) for i in best]
 
+    # ---------------------------------------------------------- generation
+    def generate(
+        self,
+        text: str,
+        n: int = 1,
+        top_p: float | None = 0.95,
+        top_k: int | None = None,
+        max_len: int = 64,
+        seed: int | None = None,
+        use_cache: bool = True,
+    ) -> list[str]:
+        """n continuations of ``[CLS] text [SEP]`` sampled by the UniLM head.
+
+        Top-k (optional) then top-p filtering as bert4keras's ``random_sample``
+        (``top_p`` None or 1: no top-p); each sample stops at [SEP] (not
+        included) or after ``max_len`` tokens.
+        A text longer than ``maxlen`` tokens is truncated as the encoder does;
+        an empty one raises ``RoformerSimError``. A given ``seed`` repeats
+        exactly. ``use_cache=False`` runs the original full-recompute decoder.
+        """
+        from . import generation
+
+        return generation.generate(self, text, n, top_p, top_k, max_len, seed, use_cache)
+
+    def gen_synonyms(self, text: str, n: int = 100, k: int = 20, seed: int | None = None) -> list[str]:
+        """Up to k similar sentences: sample n, drop duplicates, empty strings and
+        the input (as given or as the tokenizer writes it back), rank by the
+        encoder's cosine to the input (most similar first), as the original script.
+
+        Input handling as ``generate`` (over-long text truncated, empty text an error).
+        """
+        from . import generation
+
+        return generation.gen_synonyms(self, text, n=n, k=k, seed=seed)
+
 
 def pad(batch: Iterable[Sequence[int]]) -> np.ndarray:
     """Right-pad token id lists with 0 ([PAD]) into an int32 array."""
