@@ -266,6 +266,22 @@ def _run_pipeline(args: argparse.Namespace) -> None:
     )
 
 
+def _args_generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a UniLM RoFormer-Sim(-FT) checkpoint")
+    p.add_argument("text")
+    p.add_argument("-n", type=int, default=100, help="samples drawn (top-p 0.95)")
+    p.add_argument("-k", type=int, default=20, help="most similar kept, reranked by the encoder")
+    p.add_argument("--seed", type=int, help="repeat a run exactly")
+
+
+@command("generate", "similar sentences: sample n continuations, keep the k closest by the encoder")(_args_generate)
+def _run_generate(args: argparse.Namespace) -> None:
+    from .model import SimModel
+
+    for sentence in SimModel.load(args.checkpoint).gen_synonyms(args.text, n=args.n, k=args.k, seed=args.seed):
+        print(sentence)
+
+
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 

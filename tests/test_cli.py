@@ -42,3 +42,14 @@ def test_errors_are_one_line_exit_2(tmp_path, capsys, tiny_checkpoint):
     assert not (tmp_path / "v.npy").exists()
     assert main(["init", "--config", "huge", "--out", str(tmp_path / "x")]) == 2
     assert "unknown config preset" in capsys.readouterr().err
+
+
+def test_generate_is_seeded_and_checks_input(tiny_checkpoint, capsys):
+    args = ["generate", "--checkpoint", str(tiny_checkpoint), "微信和支付宝哪个好？", "-n", "6", "-k", "3", "--seed", "4"]
+    assert main(args) == 0
+    first = capsys.readouterr().out.splitlines()
+    assert main(args) == 0
+    assert capsys.readouterr().out.splitlines() == first
+    assert 1 <= len(first) <= 3 and "微信和支付宝哪个好？" not in first
+    assert main(["generate", "--checkpoint", str(tiny_checkpoint), "  "]) == 2
+    assert "text is empty" in capsys.readouterr().err

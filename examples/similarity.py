@@ -1,0 +1,18 @@
+"""Sentence similarity with a RoFormer-Sim(-FT) checkpoint (cf. the post's probe pairs).
+
+    python examples/similarity.py checkpoints/chinese_roformer-sim-char-ft_L-6_H-384_A-6
+"""
+import sys
+
+from roformer_sim_ft import SimModel
+from roformer_sim_ft.evaluation import PROBES
+
+
+def main(checkpoint: str) -> None:
+    model = SimModel.load(checkpoint)
+    for text1, text2, published in PROBES:
+        print(f"{text1} / {text2}: {model.similarity(text1, text2):.3f} (published base -ft: {published})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

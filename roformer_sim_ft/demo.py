@@ -1,0 +1,66 @@
+"""``make demo``: the whole recipe on the embedded default, in a few minutes on a laptop CPU.
+
+init a small random RoFormer-Sim (the package's own char vocab) → supervised
+stage on the bundled sample data → distillation into the UniLM student →
+export in the released layout → evaluation table and probes → a few
+``gen_synonyms`` lines. Needs no download and nothing outside the package.
+The model is tiny and starts from random weights, so its numbers say that the
+pipeline runs, not how good RoFormer-Sim-FT is: for that, run
+``roformer-sim-ft pipeline`` on a released checkpoint and real data.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+from . import checkpoints, data
+from .pipeline import DistillSettings, SupervisedSettings, run_pipeline
+from .training import TrainConfig
+
+SYNONYMS_OF = ("今天天气不错", "我喜欢北京", "给我推荐一款红色的车")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m roformer_sim_ft.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="demo_out", help="output folder (replaced)")
+    parser.add_argument("--preset", default="L-2_H-128", help="model shape (see `roformer-sim-ft init --help`)")
+    parser.add_argument("--supervised-steps", type=int, default=300)
+    parser.add_argument("--distill-steps", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    sample = data.sample_data_dir()
+    vocab = checkpoints.builtin_vocab()
+    config = checkpoints.preset_config(args.preset, len(vocab))
+    init_dir = out / "init"
+    print(f"== 0/4 init: random {args.preset} RoFormer-Sim, char vocab from jieba's dictionary -> {init_dir}")
+    checkpoints.write_checkpoint(init_dir, config, vocab, checkpoints.init_weights(config, args.seed))
+
+    common = dict(seed=args.seed, save_every=0, log_every=10, warmup_steps=20)
+    run_pipeline(
+        init_dir,
+        sample,
+        out,
+        TrainConfig(out_dir="", steps=args.supervised_steps, learning_rate=1e-3, **common),
+        TrainConfig(out_dir="", steps=args.distill_steps, learning_rate=5e-4, **common),
+        SupervisedSettings(batch_size=32),
+        DistillSettings(batch_size=16),
+        pair_files=[sample / "synonyms" / "sample.jsonl"],
+        eval_split="valid",
+        synonyms_of=SYNONYMS_OF,
+    )
+    print(f"demo finished in {time.perf_counter() - start:.0f} s; outputs in {out}/")
+    print("(a tiny model trained from random weights on ~500 hand-written pairs: the numbers show the "
+          "pipeline working, not RoFormer-Sim-FT's quality)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
