@@ -24,6 +24,7 @@ from . import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 
 from .errors import RoformerSimError
+from .io import read_lines
 
 CONFIG_NAME = "bert_config.json"
 VOCAB_NAME = "vocab.txt"
@@ -95,13 +96,7 @@ def read_config(path: str | os.PathLike) -> dict:
 
 def read_vocab(path: str | os.PathLike, vocab_size: int | None = None) -> list[str]:
     """Read ``vocab.txt`` (one token a line) and check its length and special tokens."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            tokens = [line.rstrip("\r\n") for line in f]
-    except FileNotFoundError:
-        raise RoformerSimError(f"checkpoint file missing: {path}") from None
-    except UnicodeDecodeError as e:
-        raise RoformerSimError(f"{path}: invalid UTF-8 ({e})") from None
+    tokens = read_lines(path, missing="checkpoint file missing")
     while tokens and tokens[-1] == "":
         tokens.pop()
     if vocab_size is not None and len(tokens) != vocab_size:

@@ -287,13 +287,9 @@ def _csv(text: str) -> list[str]:
 
 
 def _read_lines(path: str) -> list[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = [line.rstrip("\r\n") for line in f]
-    except FileNotFoundError:
-        raise RoformerSimError(f"input file missing: {path}") from None
-    except UnicodeDecodeError as e:
-        raise RoformerSimError(f"{path}: invalid UTF-8 ({e})") from None
+    from .io import read_lines
+
+    lines = read_lines(path, missing="input file missing")
     for n, line in enumerate(lines, 1):
         if not line.strip():
             raise RoformerSimError(f"{path}:{n}: empty text")

@@ -76,7 +76,18 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, format: str = 
     """Load a checkpoint (released layout) and export it; see the module docstring."""
     if format not in FORMATS:
         raise RoformerSimError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
-    return export_model(SimModel.load(checkpoint), out, format)
+    return export_model(_load(checkpoint), out, format)
+
+
+def _load(path: str | os.PathLike) -> SimModel:
+    """A released-layout checkpoint, or a training state (``OUT/training_state/step-N``,
+    or a training output folder that holds only states)."""
+    from .training import STATE_DIR, load_state_model
+
+    path = Path(path)
+    if (path / "state.json").exists() or ((path / STATE_DIR).is_dir() and not (path / "bert_config.json").exists()):
+        return load_state_model(path)
+    return SimModel.load(path)
 
 
 def export_model(model: SimModel, out: str | os.PathLike, format: str = "ckpt") -> Exported:

@@ -22,11 +22,6 @@ SUPERVISED_OBJECTIVES = ("concat", *losses.COSINE_LOSSES)
 HEADS = ("shared", "separate")
 
 
-def _load(path: str | os.PathLike, dropout_rate: Optional[float]) -> SimModel:
-    config, vocab, weights = checkpoints.load_checkpoint(path)
-    return SimModel(config, vocab, weights, dropout_rate=dropout_rate)
-
-
 class Objective(abc.ABC):
     """A training stage: models, the loss of one batch, and how to save the result."""
 
@@ -89,7 +84,7 @@ class SupervisedObjective(Objective):
         self.head_layers: list = []
 
     def build(self) -> None:
-        self.model = _load(self.checkpoint, self.dropout_rate)
+        self.model = SimModel.load(self.checkpoint, dropout_rate=self.dropout_rate)
         if self.objective != "concat":
             self._cosine = losses.COSINE_LOSSES[self.objective]()
             return
@@ -156,9 +151,9 @@ class DistillObjective(Objective):
         self._similarity = losses.SimilarityMatrixLoss(similarity_weight)
 
     def build(self) -> None:
-        self.teacher = _load(self.teacher_path, None)
+        self.teacher = SimModel.load(self.teacher_path)
         self.teacher.encoder.trainable = False
-        self.model = _load(self.student_path, self.dropout_rate)
+        self.model = SimModel.load(self.student_path, dropout_rate=self.dropout_rate)
         if self.teacher.vocab != self.model.vocab:
             raise RoformerSimError(
                 f"teacher {self.teacher_path} and student {self.student_path} have different vocabularies"

@@ -33,6 +33,7 @@ from . import compat
 import tensorflow as tf
 from bert4keras.backend import keras
 
+from . import checkpoints
 from .errors import RoformerSimError
 from .io import write_text_atomic
 
@@ -166,14 +167,20 @@ def _latest_state(out_dir: Path) -> Optional[Path]:
     return states[-1] if states else None
 
 
-def _save_state(out_dir: Path, step: int, checkpoint: tf.train.Checkpoint, extra: dict, keep: int) -> Path:
-    """Write ``training_state/step-N`` through a temporary folder, then prune old ones."""
+def _save_state(out_dir: Path, step: int, checkpoint: tf.train.Checkpoint, extra: dict, keep: int, model) -> Path:
+    """Write ``training_state/step-N`` through a temporary folder, then prune old ones.
+
+    The folder holds the checkpoint, ``state.json`` and the model's
+    ``bert_config.json`` and ``vocab.txt``, so :func:`load_state_model` (and
+    ``roformer-sim-ft export``) can rebuild the model from it alone."""
     root = out_dir / STATE_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}.tmp-", dir=root))
     try:
         checkpoint.write(str(tmp / "ckpt"))
+        (tmp / checkpoints.CONFIG_NAME).write_text(json.dumps(model.config, indent=2), encoding="utf-8")
+        (tmp / checkpoints.VOCAB_NAME).write_text("\n".join(model.vocab) + "\n", encoding="utf-8")
         (tmp / "state.json").write_text(json.dumps(extra, indent=2, ensure_ascii=False), encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)
@@ -294,18 +301,18 @@ def _train(objective, batches, config, evaluator, on_step, settings, out_dir) ->
                 interrupted = True
                 break
             if config.save_every and step % config.save_every == 0 and step < config.steps:
-                _save_state(out_dir, step, checkpoint, _state(step, batches, history, settings), config.keep_states)
+                _save_state(out_dir, step, checkpoint, _state(step, batches, history, settings), config.keep_states, objective.model)
     bar.close()
     elapsed = time.perf_counter() - t0
     if interrupted:
-        path = _save_state(out_dir, step, checkpoint, _state(step, batches, history, settings), config.keep_states)
+        path = _save_state(out_dir, step, checkpoint, _state(step, batches, history, settings), config.keep_states, objective.model)
         print(f"interrupted at step {step}: state saved to {path}; continue with --resume")
     else:
         if evaluator is not None and (not history["evaluations"] or history["evaluations"][-1]["step"] != step):
             _evaluate(objective, evaluator, step, history, out_dir, bar)
         if evaluator is None or history["best"] is None:
             objective.save(out_dir)
-        _save_state(out_dir, step, checkpoint, _state(step, batches, history, settings), config.keep_states)
+        _save_state(out_dir, step, checkpoint, _state(step, batches, history, settings), config.keep_states, objective.model)
     result = TrainResult(
         step=step,
         interrupted=interrupted,
@@ -317,6 +324,24 @@ def _train(objective, batches, config, evaluator, on_step, settings, out_dir) ->
     run = {"settings": settings, "config": asdict(config), "result": asdict(result), "losses": history["losses"]}
     write_text_atomic(out_dir / "run.json", json.dumps(run, indent=2, ensure_ascii=False, default=str) + "\n")
     return result
+
+
+def load_state_model(path: str | os.PathLike):
+    """The model of a training state: a ``training_state/step-N`` folder, or a
+    training output folder (its latest state). Optimizer and head are not needed."""
+    from .model import SimModel
+
+    path = Path(path)
+    if not (path / "state.json").exists():
+        latest = _latest_state(path)
+        if latest is None:
+            raise RoformerSimError(f"{path}: not a training state (no state.json, no {STATE_DIR}/step-N)")
+        path = latest
+    config = checkpoints.read_config(path / checkpoints.CONFIG_NAME)
+    vocab = checkpoints.read_vocab(path / checkpoints.VOCAB_NAME, config["vocab_size"])
+    model = SimModel(config, vocab)
+    tf.train.Checkpoint(model=model.model).read(str(path / "ckpt")).expect_partial()
+    return model
 
 
 def _state(step: int, batches, history: dict, settings: dict) -> dict:

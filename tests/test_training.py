@@ -69,6 +69,12 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_checkpoint, tiny_mod
     # Same seed, same batches, same dropout masks, restored optimizer slots: equal to float32 round-off.
     for name in full:
         np.testing.assert_allclose(resumed[name], full[name], rtol=0, atol=1e-6, err_msg=name)
+    # a training state exports to the released layout (here: the last state equals the final model)
+    from roformer_sim_ft.cli import main
+
+    assert main(["export", "--checkpoint", str(tmp_path / "full/training_state/step-6"), "--out", str(tmp_path / "x")]) == 0
+    _, _, exported = checkpoints.load_checkpoint(tmp_path / "x")
+    assert all(np.array_equal(exported[k], full[k]) for k in full)
 
 
 def test_resume_without_state_is_a_clear_error(tiny_checkpoint, tiny_model, sample_supervised, tmp_path):
