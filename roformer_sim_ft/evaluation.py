@@ -344,10 +344,12 @@ def char_tfidf_scores(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
     idf = {c: math.log((1 + n) / (1 + k)) + 1 for c, k in df.items()}
     out = np.zeros(len(pairs))
     for i, (ca, cb) in enumerate(counts):
-        dot = sum(ca[c] * cb[c] * idf[c] ** 2 for c in ca.keys() & cb.keys())
-        na = math.sqrt(sum((k * idf[c]) ** 2 for c, k in ca.items()))
-        nb = math.sqrt(sum((k * idf[c]) ** 2 for c, k in cb.items()))
-        out[i] = dot / (na * nb) if na and nb else 0.0
+        # math.fsum: exact sums, independent of set order (PYTHONHASHSEED), so identical
+        # character multisets score exactly 1 and ties rank the same in every process.
+        dot = math.fsum(ca[c] * cb[c] * idf[c] ** 2 for c in ca.keys() & cb.keys())
+        na2 = math.fsum((k * idf[c]) ** 2 for c, k in ca.items())
+        nb2 = math.fsum((k * idf[c]) ** 2 for c, k in cb.items())
+        out[i] = min(dot / math.sqrt(na2 * nb2), 1.0) if na2 and nb2 else 0.0
     return out
 
 

@@ -50,12 +50,11 @@ class DistillSettings:
     labeled_splits: Sequence[str] = data.DEFAULT_SPLITS
 
 
-def _report(reports, missing, log=print) -> None:
+def _report(reports, log=print) -> None:
+    """Print the files with skipped lines (missing files are logged by ``data``)."""
     for r in reports:
         if r.bad or getattr(r, "unlabeled", 0):
             log(r.summary())
-    for m in missing:
-        log(f"not found (skipped): {m}")
 
 
 def _evaluator(eval_dir, split: str, tasks, skip_bad_lines: bool):
@@ -85,7 +84,7 @@ def supervised(
         maxlen=settings.maxlen,
         skip_bad_lines=settings.skip_bad_lines,
     )
-    _report(corpus.reports, corpus.missing)
+    _report(corpus.reports)
     print(f"supervised data: {len(corpus.binary)} binary pairs, {len(corpus.nli)} NLI pairs")
     objective = SupervisedObjective(
         checkpoint, settings.objective, settings.features, settings.heads, settings.dropout_rate, train_config.seed
@@ -117,7 +116,7 @@ def distill(
         maxlen=settings.maxlen,
         skip_bad_lines=settings.skip_bad_lines,
     )
-    _report(pairs.reports, pairs.missing)
+    _report(pairs.reports)
     print(f"distillation data: {len(pairs.groups)} groups of similar texts")
     objective = DistillObjective(teacher, student, settings.similarity_weight, settings.dropout_rate)
     batches = data.DistillBatches.from_data(
@@ -162,7 +161,7 @@ def evaluate(
             loaded = None
         if loaded is None or not loaded.rows:
             raise RoformerSimError(f"{data_dir}: no {split} file for any of {', '.join(tasks)}{hint}")
-        _report(loaded.reports, [])
+        _report(loaded.reports)
         evaluator = evaluation.SimilarityEvaluator(
             loaded.rows, batch_size=batch_size, name=name, missing=loaded.missing,
             files=loaded.files, show_progress_bar=show_progress_bar,

@@ -231,3 +231,11 @@ def test_evaluate_scores_with_lexical_baselines():
     assert set(tfidf.scores) == {"ATEC", "STS-B"} and all(math.isfinite(s.spearman) for s in tfidf.scores.values())
     with pytest.raises(RoformerSimError, match="shape"):
         evaluate_scores(rows, lambda pairs: [0.0])
+
+
+def test_char_tfidf_identical_multisets_score_exactly_one():
+    """Sums are exact and order-free, so ties rank the same whatever PYTHONHASHSEED is."""
+    from roformer_sim_ft.evaluation import char_tfidf_scores
+
+    pairs = [("我喜欢北京天气", "天气北京喜欢我"), ("今天好", "好今天"), ("abcdefg人民", "人民gfedcba")] * 5
+    assert list(char_tfidf_scores(pairs)) == [1.0] * 15
