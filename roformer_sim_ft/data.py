@@ -549,11 +549,14 @@ def sample_data_dir() -> Path:
 # ---------------------------------------------------------------- batching
 
 
-def _check_batching(batch_size: int, maxlen: int) -> None:
+def _check_batching(batch_size: int, maxlen: int, pad_to: int = 1, bucket: int = 1) -> None:
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 2 or batch_size % 2:
         raise RoformerSimError(f"batch_size must be an even number >= 2 (rows), got {batch_size}")
     if not isinstance(maxlen, (int, np.integer)) or maxlen < 2:
         raise RoformerSimError(f"maxlen must be an integer >= 2, got {maxlen}")
+    for name, value in (("pad_to", pad_to), ("bucket", bucket)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise RoformerSimError(f"{name} must be an integer >= 1, got {value}")
 
 
 class _RoundRobin:
@@ -597,22 +600,40 @@ class _RoundRobin:
 
 
 class _Batches:
-    """Shared machinery: iteration, resumable state, tf.data wrapping.
+    """Shared machinery: iteration, resumable state, tf.data wrapping, padding, bucketing.
 
-    Subclasses define ``kind``, ``_sizes()``, ``batch_at(index)`` and ``_signature()``.
+    Subclasses define ``kind``, ``batch_at(index)``, ``_length(sample)`` and ``_signature()``.
+
+    Two options cut the work of a training step; both keep every batch a pure
+    function of (seed, index), so ``resume`` stays exact. ``pad_to=8`` pads each
+    batch's length to a multiple of 8: at most 8 shapes for maxlen 64, so an
+    XLA-compiled step (``--xla``) compiles a few times instead of once per length
+    (the extra [PAD] columns are masked; losses are unchanged up to round-off,
+    dropout masks differ since their shape does). ``bucket=K`` sorts the samples
+    of each group of K consecutive batches by text length and deals them out
+    as K batches of similar lengths (in a seeded order), which removes most of
+    the padding; the same samples are seen in the same K steps, but which
+    samples share a batch changes, so it is off by default (the reference
+    batches in sampling order). The supervised loss has no in-batch term, so
+    bucketing only reorders its gradient; the distillation similarity loss
+    compares the rows of a batch, so there it changes the objective.
     """
 
     kind = "batches"
     version = 1
 
-    def __init__(self, sizes: Sequence[int], batch_size: int, maxlen: int, seed: int):
-        _check_batching(batch_size, maxlen)
+    def __init__(self, sizes: Sequence[int], batch_size: int, maxlen: int, seed: int,
+                 pad_to: int = 1, bucket: int = 1):
+        _check_batching(batch_size, maxlen, pad_to, bucket)
         self.batch_size = int(batch_size)
         self.maxlen = int(maxlen)
         self.seed = int(seed)
+        self.pad_to = int(pad_to)
+        self.bucket = int(bucket)
         self.pairs_per_batch = self.batch_size // 2
         self._sampler = _RoundRobin(sizes, self.seed)
         self._index = 0
+        self._group: tuple | None = None  # (group index, its batches' samples), replaced whole
 
     @property
     def position(self) -> int:
@@ -625,10 +646,30 @@ class _Batches:
     def _signature(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _length(self, sample: tuple[int, int]) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def _samples(self, index: int, sampler: _RoundRobin | None = None) -> list[tuple[int, int]]:
         sampler = sampler or self._sampler
-        start = index * self.pairs_per_batch
-        return [sampler(t) for t in range(start, start + self.pairs_per_batch)]
+        if self.bucket == 1:
+            start = index * self.pairs_per_batch
+            return [sampler(t) for t in range(start, start + self.pairs_per_batch)]
+        group, position = divmod(index, self.bucket)
+        cached = self._group
+        if cached is None or cached[0] != group:
+            start = group * self.bucket * self.pairs_per_batch
+            samples = [sampler(t) for t in range(start, start + self.bucket * self.pairs_per_batch)]
+            order = np.argsort([self._length(s) for s in samples], kind="stable")
+            chunks = order.reshape(self.bucket, self.pairs_per_batch)
+            dealt = np.random.default_rng([self.seed, 2 << 20, group]).permutation(self.bucket)
+            cached = (group, [[samples[i] for i in chunks[c]] for c in dealt])
+            self._group = cached
+        return cached[1][position]
+
+    def _pad(self, rows: list[list[int]]) -> np.ndarray:
+        """int32 [len(rows), L]: right-padded with 0 to the longest row, rounded up to ``pad_to``."""
+        longest = max(len(r) for r in rows)
+        return sequence_padding(rows, length=-(-longest // self.pad_to) * self.pad_to).astype(np.int32)
 
     def __iter__(self) -> "_Batches":
         return self
@@ -653,8 +694,11 @@ class _Batches:
         consumed = self._sampler.consumed(self._index * self.pairs_per_batch)
         sources = [{"size": s, "pass": c // s if s else 0, "pos": c % s if s else 0}
                    for s, c in zip(self._sampler.sizes, consumed)]
-        return {"kind": self.kind, "version": self.version, "seed": self.seed,
-                "batch_size": self.batch_size, "batches": self._index, "sources": sources}
+        state = {"kind": self.kind, "version": self.version, "seed": self.seed,
+                 "batch_size": self.batch_size, "batches": self._index, "sources": sources}
+        if self.bucket != 1:  # only when set, so states of unbucketed runs are as before
+            state["bucket"] = self.bucket
+        return state
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Continue exactly where ``state`` (from :meth:`state`) stopped; the data must be the same."""
@@ -668,6 +712,9 @@ class _Batches:
             raise RoformerSimError(f"sampler state is for {kind} v{version}, not {self.kind} v{self.version}")
         if batch_size != self.batch_size:
             raise RoformerSimError(f"sampler state was saved with batch_size {batch_size}, not {self.batch_size}")
+        if int(state.get("bucket", 1)) != self.bucket:
+            raise RoformerSimError(
+                f"sampler state was saved with bucket {state.get('bucket', 1)}, not {self.bucket}")
         if sizes != self._sampler.sizes:
             raise RoformerSimError(
                 f"sampler state does not match the data: saved sizes {sizes}, now {self._sampler.sizes}")
@@ -676,6 +723,7 @@ class _Batches:
         self.seed = seed
         self._sampler = _RoundRobin(sizes, seed)
         self._index = index
+        self._group = None
 
     def dataset(self, prefetch: int | None = None):
         """An endless tf.data.Dataset of batches, starting at the current position.
@@ -690,6 +738,7 @@ class _Batches:
         start = self._index
         worker = copy.copy(self)
         worker._sampler = self._sampler.clone()
+        worker._group = None
 
         def generate():
             index = start
@@ -722,10 +771,15 @@ class SupervisedBatches(_Batches):
     kind = "supervised"
 
     def __init__(self, binary: Sequence[LabeledPair], nli: Sequence[LabeledPair], tokenizer, *,
-                 batch_size: int = 192, maxlen: int = MAXLEN, seed: int = 0):
+                 batch_size: int = 192, maxlen: int = MAXLEN, seed: int = 0,
+                 pad_to: int = 1, bucket: int = 1):
         self.sources = (list(binary), list(nli))
         self.tokenizer = tokenizer
-        super().__init__([len(s) for s in self.sources], batch_size, maxlen, seed)
+        super().__init__([len(s) for s in self.sources], batch_size, maxlen, seed, pad_to, bucket)
+
+    def _length(self, sample: tuple[int, int]) -> int:
+        pair = self.sources[sample[0]][sample[1]]
+        return max(len(pair.text1), len(pair.text2))
 
     @classmethod
     def from_data(cls, data: SupervisedData, tokenizer, **kwargs) -> "SupervisedBatches":
@@ -745,8 +799,8 @@ class SupervisedBatches(_Batches):
                 token_ids.append(ids)
                 segment_ids.append(segs)
                 labels.append(pair.label)
-        return {"token_ids": sequence_padding(token_ids).astype(np.int32),
-                "segment_ids": sequence_padding(segment_ids).astype(np.int32),
+        return {"token_ids": self._pad(token_ids),
+                "segment_ids": self._pad(segment_ids),
                 "labels": np.asarray(labels, dtype=np.int32)}
 
     def _signature(self) -> dict:
@@ -792,7 +846,8 @@ class DistillBatches(_Batches):
 
     def __init__(self, groups: Sequence[SynonymGroup], tokenizer, *, batch_size: int = 96,
                  maxlen: int = MAXLEN, seed: int = 0, teacher_tokenizer=None,
-                 source_mask_prob: float = 0.5, word_mask_prob: float = 0.15):
+                 source_mask_prob: float = 0.5, word_mask_prob: float = 0.15,
+                 pad_to: int = 1, bucket: int = 1):
         self.groups = list(groups)
         for g in self.groups:
             if len(g.texts) < 2:
@@ -802,7 +857,10 @@ class DistillBatches(_Batches):
         self.source_mask_prob = float(source_mask_prob)
         self.word_mask_prob = float(word_mask_prob)
         self._word_ids: dict[str, list[int]] = {}
-        super().__init__([len(self.groups)], batch_size, maxlen, seed)
+        super().__init__([len(self.groups)], batch_size, maxlen, seed, pad_to, bucket)
+
+    def _length(self, sample: tuple[int, int]) -> int:
+        return max(len(t) for t in self.groups[sample[1]].texts)
 
     @classmethod
     def from_data(cls, data: DistillData, tokenizer, **kwargs) -> "DistillBatches":
@@ -874,10 +932,10 @@ class DistillBatches(_Batches):
                 t_ids.append(ids)
                 t_segs.append(segs)
                 text, synonym = synonym, text
-        return {"student_token_ids": sequence_padding(s_ids).astype(np.int32),
-                "student_segment_ids": sequence_padding(s_segs).astype(np.int32),
-                "teacher_token_ids": sequence_padding(t_ids).astype(np.int32),
-                "teacher_segment_ids": sequence_padding(t_segs).astype(np.int32)}
+        return {"student_token_ids": self._pad(s_ids),
+                "student_segment_ids": self._pad(s_segs),
+                "teacher_token_ids": self._pad(t_ids),
+                "teacher_segment_ids": self._pad(t_segs)}
 
     def _signature(self) -> dict:
         return {k: _int_matrix_spec(k) for k in ("student_token_ids", "student_segment_ids",

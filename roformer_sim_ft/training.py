@@ -84,6 +84,7 @@ class TrainResult:
     evaluations: list[dict] = field(default_factory=list)
     best: Optional[dict] = None
     steps_per_second: float = 0.0
+    data_wait_seconds: float = 0.0  # of this run's time, spent waiting for the next batch (prefetch hides the rest)
 
 
 class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
@@ -278,11 +279,14 @@ def _train(objective, batches, config, evaluator, on_step, settings, out_dir) ->
     bar = tqdm(total=config.steps, initial=start, desc=objective.name, disable=not show, dynamic_ncols=True)
     interrupted = False
     losses: dict[str, float] = {}
-    t0, done_here = time.perf_counter(), 0
+    t0, done_here, waited = time.perf_counter(), 0, 0.0
     with _StopFlag() as stop:
         step = start
         while step < config.steps:
-            values = train_step(next(iterator))
+            fetch = time.perf_counter()
+            batch = next(iterator)
+            waited += time.perf_counter() - fetch
+            values = train_step(batch)
             batches.advance(1)
             step += 1
             done_here += 1
@@ -320,6 +324,7 @@ def _train(objective, batches, config, evaluator, on_step, settings, out_dir) ->
         evaluations=history["evaluations"],
         best=history["best"],
         steps_per_second=done_here / elapsed if elapsed > 0 else 0.0,
+        data_wait_seconds=waited,
     )
     run = {"settings": settings, "config": asdict(config), "result": asdict(result), "losses": history["losses"]}
     write_text_atomic(out_dir / "run.json", json.dumps(run, indent=2, ensure_ascii=False, default=str) + "\n")
