@@ -30,6 +30,7 @@ first step after each hand-over are not timed. Data: real sentences from
     .venv/bin/python benchmarks/bench_train.py --quick           # supervised: original, ours, ours-bucket
     .venv/bin/python benchmarks/bench_train.py --quick --xla     # supervised: original, ours --xla (pad_to=16)
     .venv/bin/python benchmarks/bench_train.py --quick --distill # distillation: original, ours
+    .venv/bin/python benchmarks/bench_train.py --profile [--xla]  # where a step's time goes (TF profiler)
 """
 from __future__ import annotations
 
@@ -356,6 +357,70 @@ def ours(objective_fn, batches_fn, steps: int, seed: int, jit_compile: bool, res
     return run
 
 
+# ------------------------------------------------------------------ profile
+WRAPPERS = {"Process", "Execute", "EagerExecute", "EagerKernelExecute", "ExecuteAsyncOnStream", "BlockUntilReady",
+            "Await", "TFE_Py_ExecuteCancelable", "train_step", "ParallelFor", "ExecutorState::Process"}
+
+
+def profile_step(ckpt: Path, batch_size: int, width: int, jit_compile: bool, top: int = 12) -> None:
+    """Op-type breakdown (TF profiler) of our supervised step on one fixed [batch_size, width] batch."""
+    import collections
+    import glob
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1000, 5000, size=(batch_size, width)).astype(np.int32)
+    labels = np.repeat(rng.integers(0, 2, size=batch_size // 2), 2).astype(np.int32)
+
+    class Fixed:  # the same batch every step
+        position = 0
+
+        def dataset(self):
+            return tf.data.Dataset.from_tensors(
+                {"token_ids": tokens, "segment_ids": np.zeros_like(tokens), "labels": labels}).repeat()
+
+        def advance(self, n):
+            pass
+
+        def state(self):
+            return {}
+
+    first, last = 3, 6
+    logdir = tempfile.mkdtemp(prefix="bench_train_profile_")
+    stamps = []
+
+    def on_step(step, losses):
+        stamps.append(time.perf_counter())
+        if step == first:
+            tf.profiler.experimental.start(logdir)
+        elif step == last:
+            tf.profiler.experimental.stop()
+
+    config = training.TrainConfig(out_dir=tempfile.mkdtemp(), steps=last, save_every=0, log_every=0,
+                                  show_progress=False, jit_compile=jit_compile)
+    training.train(SupervisedObjective(ckpt), Fixed(), config, on_step=on_step)
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(open(sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1], "rb").read())
+    total = collections.Counter()
+    for plane in space.planes:
+        names = {k: v.name for k, v in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_") or (not jit_compile and not line.name.startswith("tf_Compute")):
+                continue
+            for event in line.events:
+                kind = names.get(event.metadata_id, "?").split(":")[-1]
+                kind = kind.split(".")[0] if jit_compile else kind  # XLA numbers its fusions: fold them
+                if kind not in WRAPPERS and not kind.startswith(("__inference", "ThreadpoolListener")):
+                    total[kind] += event.duration_ps / 1e9 / (last - first)
+    wall = (stamps[last - 1] - stamps[first - 1]) / (last - first) * 1e3
+    summed = sum(total.values())
+    print(f"\nop profile of our supervised step{' (XLA)' if jit_compile else ''}, one fixed batch "
+          f"[{batch_size}, {width}]: wall {wall:.0f} ms per step; op time summed over threads {summed:.0f} ms")
+    for kind, ms in total.most_common(top):
+        print(f"    {kind:<34} {ms:8.0f} ms  {100 * ms / summed:5.1f}%")
+
+
 # ------------------------------------------------------------------ main
 def data_costs(makers: dict, count: int) -> dict:
     """ms per batch of each batch maker (called alternately), on the main thread, nothing else running."""
@@ -379,6 +444,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="warmup 3, block 4, rounds 3")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: op profile of our supervised step on a fixed [batch, 64] batch (with --xla: XLA)")
     args = parser.parse_args(argv)
     if args.quick:
         args.warmup, args.block, args.rounds = 3, 4, 3
@@ -393,6 +460,9 @@ def main(argv: list[str] | None = None) -> None:
     checkpoints.write_checkpoint(ckpt, config, vocab, checkpoints.init_weights(config, seed=0))
     tokenizer = Tokenizer({t: i for i, t in enumerate(vocab)}, do_lower_case=True)
     np.random.seed(args.seed)
+    if args.profile:
+        profile_step(ckpt, batch_size, 64, args.xla)
+        return
 
     results: dict = {}
     pad_to = 16 if args.xla else 1
