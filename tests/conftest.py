@@ -59,3 +59,20 @@ def spread_checkpoint(tmp_path_factory, real_vocab, tiny_config) -> Path:
     weights = checkpoints.init_weights({**tiny_config, "initializer_range": 1.0}, seed=123)
     checkpoints.write_checkpoint(out, tiny_config, real_vocab, weights)
     return out
+
+
+@pytest.fixture(scope="session")
+def sample_data():
+    """The bundled sample senteval_cn + CNSD data, read once."""
+    from roformer_sim_ft import data
+
+    return data.load_supervised_data(data.sample_data_dir())
+
+
+@pytest.fixture(scope="session")
+def sample_groups():
+    """The bundled distillation pairs (both jsonl forms), read once."""
+    from roformer_sim_ft import data
+
+    s = data.sample_data_dir() / "synonyms"
+    return data.load_distill_pairs([s / "sample.jsonl", s / "pairs.jsonl"]).groups

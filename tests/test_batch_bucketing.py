@@ -19,16 +19,6 @@ def tokenizer(real_vocab):
     return Tokenizer({t: i for i, t in enumerate(real_vocab)}, do_lower_case=True)
 
 
-@pytest.fixture(scope="module")
-def sample_data():
-    return D.load_supervised_data(D.sample_data_dir())
-
-
-@pytest.fixture(scope="module")
-def sample_groups():
-    s = D.sample_data_dir() / "synonyms"
-    return D.load_distill_pairs([s / "sample.jsonl", s / "pairs.jsonl"]).groups
-
 
 def supervised(sample_data, tokenizer, **kwargs):
     return D.SupervisedBatches.from_data(sample_data, tokenizer, batch_size=8, seed=3, **kwargs)

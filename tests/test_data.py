@@ -57,16 +57,6 @@ def tokenizer(tmp_path_factory):
     return Tokenizer(str(path), do_lower_case=True)
 
 
-@pytest.fixture(scope="module")
-def sample_data():
-    return D.load_supervised_data(D.sample_data_dir())
-
-
-@pytest.fixture(scope="module")
-def sample_groups():
-    s = D.sample_data_dir() / "synonyms"
-    return D.load_distill_pairs([s / "sample.jsonl", s / "pairs.jsonl"]).groups
-
 
 def write(path: Path, content: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
