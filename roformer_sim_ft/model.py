@@ -41,6 +41,11 @@ _BUILD_KEYS = (
 )
 
 
+def make_tokenizer(vocab: Sequence[str]) -> Tokenizer:
+    """bert4keras's Tokenizer over ``vocab`` (ids = line numbers), lowercasing as the original scripts."""
+    return Tokenizer({t: i for i, t in enumerate(vocab)}, do_lower_case=True)
+
+
 def _progress(iterable, total: int, show: bool | None, desc: str):
     if show is None:
         show = total > 20
@@ -74,7 +79,7 @@ class SimModel:
                 f"vocab has {len(self.vocab)} tokens but config vocab_size is {self.config['vocab_size']}"
             )
         self.maxlen = maxlen
-        self.tokenizer = Tokenizer({t: i for i, t in enumerate(self.vocab)}, do_lower_case=True)
+        self.tokenizer = make_tokenizer(self.vocab)
         build_args = {k: self.config[k] for k in _BUILD_KEYS if k in self.config}
         if dropout_rate is not None:
             build_args["dropout_rate"] = dropout_rate

@@ -18,7 +18,7 @@ from . import compat  # noqa: F401  (must precede tensorflow)
 from . import checkpoints, data, evaluation, losses, training
 from .errors import RoformerSimError
 from .io import write_text_atomic
-from .model import SimModel
+from .model import SimModel, make_tokenizer
 from .objectives import DistillObjective, SupervisedObjective
 
 
@@ -241,12 +241,10 @@ def run_pipeline(
 
 
 def _tokenizer(checkpoint: str | os.PathLike):
-    from bert4keras.tokenizers import Tokenizer
-
+    """The checkpoint's tokenizer, without building its model."""
     files = checkpoints.resolve(checkpoint)
     config = checkpoints.read_config(files.config)
-    vocab = checkpoints.read_vocab(files.vocab, config["vocab_size"])
-    return Tokenizer({t: i for i, t in enumerate(vocab)}, do_lower_case=True)
+    return make_tokenizer(checkpoints.read_vocab(files.vocab, config["vocab_size"]))
 
 
 def _plain(settings) -> dict:
