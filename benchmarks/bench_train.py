@@ -7,15 +7,18 @@ a bert4keras RoFormer encoder (``with_pool='linear'``, dropout 0.2) + ``Lambda(m
 + ``Dense(5, use_bias=False)`` compiled with its ``special_crossentropy``, trained
 by ``model.fit``. bert4keras's own AdamW does not run on TF2, so both sides use
 tf_keras AdamW (lr 2e-5, weight decay 0.01, epsilon 1e-6). Ours is
-``training.train(SupervisedObjective, SupervisedBatches, TrainConfig)``; the
-``ours-bucket`` side adds ``bucket=16`` (samples of 16 consecutive batches sorted
-by length and dealt out again; see ``data._Batches``), ``--xla`` runs our step
-XLA-compiled with ``pad_to=16`` (4 shapes to compile).
+``training.train(SupervisedObjective, SupervisedBatches, TrainConfig)`` with the
+stage's default ``bucket=16`` (samples of 16 consecutive batches sorted by length
+and dealt out again; see ``data._Batches``); the ``ours-bucket1`` side samples
+in the reference's order. ``--xla`` runs our step XLA-compiled with ``pad_to=16``
+(4 shapes to compile).
 
 Distillation (``--distill``): ``train/stage2.py``'s style (generator with
 whole-word masking whose batches carry the teacher's similarity matrix from
 ``sim_encoder.predict``, a ``TotalLoss`` layer, ``fit``, lr 1e-5) vs
-``training.train(DistillObjective, DistillBatches)``. Teacher and student are
+``training.train(DistillObjective, DistillBatches)``, with the MLM head on the
+scored positions only (the default); ``ours-all-logits`` runs it on every
+position, as the reference. Teacher and student are
 both the L-6/H-384 shape with random weights (the shapes matter, not the values).
 
 Fairness on a shared, loaded machine: every side runs in its own thread, in
@@ -27,7 +30,7 @@ first step after each hand-over are not timed. Data: real sentences from
 (32 pairs) for the supervised stage, 32 rows (16 pairs) for distillation
 (the reference uses 192 and 96; smaller keeps a run short on 2 cores).
 
-    .venv/bin/python benchmarks/bench_train.py --quick           # supervised: original, ours, ours-bucket
+    .venv/bin/python benchmarks/bench_train.py --quick           # supervised: original, ours (bucket=16), ours-bucket1
     .venv/bin/python benchmarks/bench_train.py --quick --xla     # supervised: original, ours --xla (pad_to=16)
     .venv/bin/python benchmarks/bench_train.py --quick --distill # distillation: original, ours
     .venv/bin/python benchmarks/bench_train.py --profile [--xla]  # where a step's time goes (TF profiler)
@@ -55,6 +58,7 @@ from bert4keras.tokenizers import Tokenizer  # noqa: E402
 
 from roformer_sim_ft import checkpoints, data as D, training  # noqa: E402
 from roformer_sim_ft.objectives import DistillObjective, SupervisedObjective  # noqa: E402
+from roformer_sim_ft.pipeline import SupervisedSettings  # noqa: E402
 
 SHARED = Path(os.environ.get("ROFORMER_SIM_FT_SHARED", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SHAPE = "chinese_roformer-sim-char-ft_L-6_H-384_A-6"
@@ -438,7 +442,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--distill", action="store_true", help="distillation stage instead of supervised")
     parser.add_argument("--xla", action="store_true", help="our step XLA-compiled (pad_to=16)")
     parser.add_argument("--batch-size", type=int, default=None, help="rows; default 64 supervised, 32 distill")
-    parser.add_argument("--bucket", type=int, default=16, help="bucket of the ours-bucket side (0: no such side)")
+    parser.add_argument("--bucket", type=int, default=SupervisedSettings.bucket,
+                        help="supervised: bucket of the ours side (the stage's default); an ours-bucket1 side "
+                        "runs the reference's sampling (1: only that)")
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--block", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
@@ -476,11 +482,16 @@ def main(argv: list[str] | None = None) -> None:
             return D.DistillBatches(groups, tokenizer, batch_size=batch_size, seed=args.seed, pad_to=pad_to)
 
         label = "ours-xla" if args.xla else "ours"
+        # ours: the MLM head on the scored positions only (the default; not under XLA);
+        # ours-all-logits: on every position, as the reference
         sides = {
             "original": original_distill(ckpt, groups, tokenizer, batch_size, steps, args.seed),
-            label: ours(lambda: DistillObjective(ckpt, ckpt), batches, steps, args.seed, args.xla, results,
-                        "student_token_ids"),
+            label: ours(lambda: DistillObjective(ckpt, ckpt, target_logits_only=not args.xla), batches, steps,
+                        args.seed, args.xla, results, "student_token_ids"),
         }
+        if not args.xla:
+            sides["ours-all-logits"] = ours(lambda: DistillObjective(ckpt, ckpt, target_logits_only=False), batches,
+                                            steps, args.seed, False, results, "student_token_ids")
         maker = batches()
         costs = data_costs({label: maker.batch_at}, 20)
         widths = [maker.batch_at(i)["student_token_ids"].shape[1] for i in range(20)]
@@ -498,27 +509,21 @@ def main(argv: list[str] | None = None) -> None:
                                                         pad_to=pad_to, bucket=bucket)
 
         label = "ours-xla" if args.xla else "ours"
-        sides = {
-            "original": original_supervised(ckpt, data, tokenizer, batch_size, steps, args.seed),
-            label: ours(lambda: SupervisedObjective(ckpt), batches(), steps, args.seed, args.xla, results,
-                        "token_ids"),
-        }
-        if args.bucket > 1:
-            sides[f"{label}-bucket{args.bucket}"] = ours(
-                lambda: SupervisedObjective(ckpt), batches(args.bucket), steps, args.seed, args.xla, results,
-                "token_ids")
+        # ours: the stage's default batching (bucket=16); ours-bucket1: the reference's sampling order
+        variants = {label: args.bucket, f"{label}-bucket1": 1} if args.bucket > 1 else {label: 1}
+        sides = {"original": original_supervised(ckpt, data, tokenizer, batch_size, steps, args.seed)}
+        for name, bucket in variants.items():
+            sides[name] = ours(lambda: SupervisedObjective(ckpt), batches(bucket), steps, args.seed, args.xla,
+                               results, "token_ids")
         datasets_1 = [(p.text1, p.text2, p.label) for p in data.binary]
         datasets_2 = [(p.text1, p.text2, p.label) for p in data.nli]
         reference = original_supervised_generator(tokenizer)(original_corpus(datasets_1, datasets_2), batch_size)
         stream = reference.forfit()
         next(stream)  # fills the reference's shuffle buffer (batch_size * 1000 samples) once
-        makers = {"original": lambda i: next(stream), label: batches()().batch_at}
-        if args.bucket > 1:
-            makers[f"{label}-bucket{args.bucket}"] = batches(args.bucket)().batch_at
+        makers = {"original": lambda i: next(stream)}
+        makers.update({name: batches(bucket)().batch_at for name, bucket in variants.items()})
         costs = data_costs(makers, 20)
-        widths = {label: batches()()}
-        if args.bucket > 1:
-            widths[f"{label}-bucket{args.bucket}"] = batches(args.bucket)()
+        widths = {name: batches(bucket)() for name, bucket in variants.items()}
         widths = {n: np.mean([b.batch_at(i)["token_ids"].shape[1] for i in range(64)]) for n, b in widths.items()}
         widths["original"] = np.mean([next(stream)[0][0].shape[1] for _ in range(64)])
         print("data: ms per batch made " + ", ".join(f"{n} {c:.1f}" for n, c in costs.items())

@@ -105,11 +105,16 @@ def _run_export(args: argparse.Namespace) -> None:
     print(f"wrote {result.path} ({result.format}; verified: {result.checked}; largest difference {result.max_diff:.2g})")
 
 
-def _add_loop_args(p: argparse.ArgumentParser, learning_rate: float, batch_size: int) -> None:
+def _add_loop_args(p: argparse.ArgumentParser, learning_rate: float, batch_size: int, bucket: int) -> None:
     g = p.add_argument_group("training loop")
     g.add_argument("--out", required=True, help="output folder: the trained model (released layout), run.json, training_state/")
     g.add_argument("--steps", type=int, default=1000)
     g.add_argument("--batch-size", type=int, default=batch_size, help=f"rows per batch (default {batch_size})")
+    g.add_argument("--bucket", type=int, default=bucket,
+                   help=f"sort the samples of K consecutive batches by length and deal them out again: less padding, "
+                   f"faster steps; 1 batches in sampling order as the reference (default {bucket})")
+    g.add_argument("--pad-to", type=int, default=None,
+                   help="pad batch lengths up to a multiple of N (default 16 with --xla, else 1)")
     g.add_argument("--learning-rate", "--lr", type=float, default=learning_rate)
     g.add_argument("--weight-decay", type=float, default=0.01)
     g.add_argument("--warmup-steps", type=int, default=0)
@@ -140,6 +145,11 @@ def _loop_config(args: argparse.Namespace):
     )
 
 
+def _batching(args: argparse.Namespace) -> dict:
+    pad_to = args.pad_to if args.pad_to is not None else (16 if args.xla else 1)
+    return {"bucket": args.bucket, "pad_to": pad_to}
+
+
 def _print_result(result) -> None:
     state = "interrupted" if result.interrupted else "done"
     losses = ", ".join(f"{k} {v:.4f}" for k, v in result.losses.items())
@@ -158,7 +168,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", default="concat", help="concat (the [u,v,|u-v|] classifier), cos-mse, cos-mse-pm1, cos-hinge")
     p.add_argument("--features", default="u,v,|u-v|", help="feature set of the classifier: any of u, v, |u-v|, u*v")
     p.add_argument("--heads", default="shared", choices=("shared", "separate"), help="one Dense(5) or Dense(2)+Dense(3)")
-    _add_loop_args(p, learning_rate=2e-5, batch_size=192)
+    _add_loop_args(p, learning_rate=2e-5, batch_size=192, bucket=16)
 
 
 @command("train", "supervised stage: fine-tune an encoder on labelled pairs and NLI")(_args_train)
@@ -170,7 +180,7 @@ def _run_train(args: argparse.Namespace) -> None:
     settings = SupervisedSettings(
         objective=args.objective, features=args.features, heads=args.heads, batch_size=args.batch_size,
         maxlen=args.maxlen, dropout_rate=args.dropout, tasks=_csv(args.tasks), splits=_csv(args.splits),
-        skip_bad_lines=args.skip_bad_lines,
+        skip_bad_lines=args.skip_bad_lines, **_batching(args),
     )
     result = supervised(args.checkpoint, _loop_config(args), args.data, args.pairs_file, args.nli_file, settings,
                         eval_dir=args.eval_data, eval_split=args.eval_split)
@@ -184,7 +194,7 @@ def _args_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", action="append", default=[], help='jsonl of {"text","synonyms"} or {"text_a","text_b"} (repeatable)')
     p.add_argument("--from-labeled", help="use the positive pairs of a senteval_cn/CNSD data folder")
     p.add_argument("--similarity-weight", type=float, default=100.0)
-    _add_loop_args(p, learning_rate=1e-5, batch_size=96)
+    _add_loop_args(p, learning_rate=1e-5, batch_size=96, bucket=1)
 
 
 @command("distill", "distillation stage: teach the UniLM student the teacher's similarities")(_args_distill)
@@ -194,7 +204,8 @@ def _run_distill(args: argparse.Namespace) -> None:
     if not args.pairs and not args.from_labeled:
         raise RoformerSimError("give --pairs FILE or --from-labeled DIR")
     settings = DistillSettings(similarity_weight=args.similarity_weight, batch_size=args.batch_size,
-                               maxlen=args.maxlen, dropout_rate=args.dropout, skip_bad_lines=args.skip_bad_lines)
+                               maxlen=args.maxlen, dropout_rate=args.dropout, skip_bad_lines=args.skip_bad_lines,
+                               **_batching(args))
     result = distill(args.teacher, args.student, _loop_config(args), args.pairs, args.from_labeled, settings,
                      eval_dir=args.eval_data, eval_split=args.eval_split)
     _print_result(result)
@@ -241,6 +252,9 @@ def _args_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill-steps", type=int, default=1000)
     p.add_argument("--supervised-batch-size", type=int, default=192)
     p.add_argument("--distill-batch-size", type=int, default=96)
+    p.add_argument("--supervised-bucket", type=int, default=16, help="length bucketing of the supervised stage (1: off)")
+    p.add_argument("--distill-bucket", type=int, default=1, help="length bucketing of distillation (default off: "
+                   "it changes which rows the similarity matrix compares)")
     p.add_argument("--supervised-lr", type=float, default=2e-5)
     p.add_argument("--distill-lr", type=float, default=1e-5)
     p.add_argument("--seed", type=int, default=0)
@@ -260,8 +274,8 @@ def _run_pipeline(args: argparse.Namespace) -> None:
         args.checkpoint, args.data, args.out,
         TrainConfig(out_dir="", steps=args.supervised_steps, learning_rate=args.supervised_lr, **common),
         TrainConfig(out_dir="", steps=args.distill_steps, learning_rate=args.distill_lr, **common),
-        SupervisedSettings(batch_size=args.supervised_batch_size),
-        DistillSettings(batch_size=args.distill_batch_size),
+        SupervisedSettings(batch_size=args.supervised_batch_size, bucket=args.supervised_bucket),
+        DistillSettings(batch_size=args.distill_batch_size, bucket=args.distill_bucket),
         pair_files=args.pairs, eval_dir=args.eval_data, eval_split=args.eval_split, synonyms_of=args.synonyms_of,
     )
 

@@ -613,10 +613,12 @@ class _Batches:
     of each group of K consecutive batches by text length and deals them out
     as K batches of similar lengths (in a seeded order), which removes most of
     the padding; the same samples are seen in the same K steps, but which
-    samples share a batch changes, so it is off by default (the reference
-    batches in sampling order). The supervised loss has no in-batch term, so
-    bucketing only reorders its gradient; the distillation similarity loss
-    compares the rows of a batch, so there it changes the objective.
+    samples share a batch changes. Here it is off by default (bucket=1: the
+    reference batches in sampling order); the supervised stage
+    (``pipeline.SupervisedSettings``, ``train``) turns it on with 16, since
+    the supervised loss has no in-batch term and bucketing only regroups its
+    samples; the distillation similarity loss compares the rows of a batch, so
+    there it would change the objective and stays off.
     """
 
     kind = "batches"
@@ -714,7 +716,8 @@ class _Batches:
             raise RoformerSimError(f"sampler state was saved with batch_size {batch_size}, not {self.batch_size}")
         if int(state.get("bucket", 1)) != self.bucket:
             raise RoformerSimError(
-                f"sampler state was saved with bucket {state.get('bucket', 1)}, not {self.bucket}")
+                f"sampler state was saved with bucket {state.get('bucket', 1)}, not {self.bucket} "
+                f"(resume with the same setting: --bucket {state.get('bucket', 1)})")
         if sizes != self._sampler.sizes:
             raise RoformerSimError(
                 f"sampler state does not match the data: saved sizes {sizes}, now {self._sampler.sizes}")

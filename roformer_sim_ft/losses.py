@@ -200,6 +200,22 @@ class Seq2SeqLoss:
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=_fp32(logits)[:, :-1])
         return tf.math.divide_no_nan(tf.reduce_sum(ce * w), tf.reduce_sum(w))
 
+    @staticmethod
+    def targets(token_ids: tf.Tensor, segment_ids: tf.Tensor, hidden: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(labels [N], hidden states [N, H]) of the N predicted positions only.
+
+        The same weighting as ``__call__`` (position t predicts token t+1 where
+        segment t+1 is 1), gathered so the MLM head can run on N rows instead
+        of batch × length; the positions' count is dynamic (no XLA).
+        """
+        where = tf.not_equal(segment_ids[:, 1:], 0)
+        return tf.boolean_mask(tf.cast(token_ids, tf.int32)[:, 1:], where), tf.boolean_mask(hidden[:, :-1], where)
+
+    def on_targets(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        """The loss from the logits of :meth:`targets`' positions: equal to ``__call__``'s."""
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=_fp32(logits))
+        return tf.math.divide_no_nan(tf.reduce_sum(ce), tf.cast(tf.size(labels), tf.float32))
+
 
 class SimilarityMatrixLoss:
     """weight × mean((S_s − S_t)²) over the batch cosine matrices (stage2.py, SimBERT distillation).

@@ -132,9 +132,16 @@ class DistillObjective(Objective):
     gives both the pooled vector and the MLM logits; under the UniLM mask the
     [CLS] vector sees only the (possibly masked) source, so it is the source's
     encoding. The teacher is frozen and sees the unmasked source.
+
+    ``target_logits_only`` (default) runs the MLM head (Dense, LayerNorm, the
+    tied 12000-word output) only on the positions the seq2seq loss scores,
+    instead of on every position as the reference does: the same loss and
+    gradients at a fraction of the head's cost. Its gathered shapes are
+    dynamic, so an XLA-compiled step needs ``target_logits_only=False``.
     """
 
     name = "distill"
+    HEAD_LAYERS = ("MLM-Dense", "MLM-Norm", "Embedding-Token", "MLM-Bias", "MLM-Activation")
 
     def __init__(
         self,
@@ -142,11 +149,13 @@ class DistillObjective(Objective):
         student: str | os.PathLike,
         similarity_weight: float = 100.0,
         dropout_rate: float = 0.2,
+        target_logits_only: bool = True,
     ) -> None:
         checkpoints.resolve(teacher)
         checkpoints.resolve(student)
         self.teacher_path, self.student_path = teacher, student
         self.dropout_rate = dropout_rate
+        self.target_logits_only = target_logits_only
         self._seq2seq = losses.Seq2SeqLoss()
         self._similarity = losses.SimilarityMatrixLoss(similarity_weight)
 
@@ -158,6 +167,17 @@ class DistillObjective(Objective):
             raise RoformerSimError(
                 f"teacher {self.teacher_path} and student {self.student_path} have different vocabularies"
             )
+        model = self.model.model
+        names = {layer.name for layer in model.layers}
+        if self.target_logits_only and all(n in names for n in self.HEAD_LAYERS):
+            self._head = [model.get_layer(n) for n in self.HEAD_LAYERS]
+            self._trunk = keras.Model(model.inputs, [model.outputs[0], self._head[0].input], name="student_trunk")
+        else:
+            self._trunk = None
+
+    def _mlm_logits(self, hidden: tf.Tensor) -> tf.Tensor:
+        dense, norm, embedding, bias, activation = self._head
+        return activation(bias(embedding(norm(dense(hidden)), mode="dense")))
 
     @property
     def trainable_variables(self) -> list[tf.Variable]:
@@ -171,7 +191,12 @@ class DistillObjective(Objective):
             [batch["teacher_token_ids"], batch["teacher_segment_ids"]], training=False
         )
         tokens, segments = batch["student_token_ids"], batch["student_segment_ids"]
-        pooled, logits = self.model.model([tokens, segments], training=training)
-        seq2seq = self._seq2seq(tokens, segments, logits)
+        if self._trunk is not None:
+            pooled, hidden = self._trunk([tokens, segments], training=training)
+            labels, hidden = self._seq2seq.targets(tokens, segments, hidden)
+            seq2seq = self._seq2seq.on_targets(labels, self._mlm_logits(hidden))
+        else:
+            pooled, logits = self.model.model([tokens, segments], training=training)
+            seq2seq = self._seq2seq(tokens, segments, logits)
         similarity = self._similarity(tf.stop_gradient(teacher), pooled)
         return seq2seq + similarity, {"seq2seq": seq2seq, "similarity": similarity}

@@ -36,6 +36,8 @@ class SupervisedSettings:
     splits: Sequence[str] = data.DEFAULT_SPLITS
     thresholds: Optional[dict] = None
     skip_bad_lines: bool = False
+    bucket: int = 16
+    pad_to: int = 1
 
 
 @dataclass
@@ -48,6 +50,19 @@ class DistillSettings:
     dropout_rate: float = 0.2
     skip_bad_lines: bool = False
     labeled_splits: Sequence[str] = data.DEFAULT_SPLITS
+    bucket: int = 1
+    pad_to: int = 1
+
+
+# Batching, for both stages (see data._Batches): ``bucket=K`` sorts the samples of
+# K consecutive batches by length and deals them out again, so batches carry
+# little padding. The supervised loss has no in-batch term, so there bucketing
+# only regroups samples within K steps; it is the default (bucket=16: about 2x
+# the steps/s of reference batching, docs/PERFORMANCE.md; bucket=1 is the
+# reference). Distillation's similarity matrix compares the rows of a batch,
+# so bucketing would change its objective: off by default. ``pad_to=N`` rounds
+# batch lengths up to a multiple of N (few shapes for an XLA step; the CLI
+# uses 16 with --xla).
 
 
 def _report(reports, log=print) -> None:
@@ -91,7 +106,8 @@ def supervised(
     )
     tokenizer = _tokenizer(checkpoint)
     batches = data.SupervisedBatches.from_data(
-        corpus, tokenizer, batch_size=settings.batch_size, maxlen=settings.maxlen, seed=train_config.seed
+        corpus, tokenizer, batch_size=settings.batch_size, maxlen=settings.maxlen, seed=train_config.seed,
+        bucket=settings.bucket, pad_to=settings.pad_to,
     )
     evaluator = _evaluator(eval_dir, eval_split, settings.tasks, settings.skip_bad_lines)
     record = {"stage": "supervised", "checkpoint": str(checkpoint), "data": str(data_dir), **_plain(settings)}
@@ -118,9 +134,11 @@ def distill(
     )
     _report(pairs.reports)
     print(f"distillation data: {len(pairs.groups)} groups of similar texts")
-    objective = DistillObjective(teacher, student, settings.similarity_weight, settings.dropout_rate)
+    objective = DistillObjective(teacher, student, settings.similarity_weight, settings.dropout_rate,
+                                 target_logits_only=not train_config.jit_compile)
     batches = data.DistillBatches.from_data(
-        pairs, _tokenizer(student), batch_size=settings.batch_size, maxlen=settings.maxlen, seed=train_config.seed
+        pairs, _tokenizer(student), batch_size=settings.batch_size, maxlen=settings.maxlen, seed=train_config.seed,
+        bucket=settings.bucket, pad_to=settings.pad_to,
     )
     evaluator = _evaluator(eval_dir, eval_split, data.DEFAULT_TASKS, settings.skip_bad_lines)
     record = {"stage": "distill", "teacher": str(teacher), "student": str(student), **_plain(settings)}

@@ -256,6 +256,10 @@ def _train(objective, batches, config, evaluator, on_step, settings, out_dir) ->
             grads = tape.gradient(scaled, variables)
             if scaling:
                 grads = optimizer.get_unscaled_gradients(grads)
+        if config.jit_compile:
+            # The token embedding's gradient is sparse (IndexedSlices); compiled by XLA,
+            # AdamW's sparse update made a step 4-5x slower (docs/PERFORMANCE.md). Dense: same update.
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         optimizer.apply_gradients(
             [(g, v) for g, v in zip(grads, variables) if g is not None]
         )

@@ -67,3 +67,31 @@ def test_distill_cli_writes_student(tiny_checkpoint, tmp_path, capsys):
     assert "seq2seq" in out and "similarity" in out
     run = json.loads((tmp_path / "s/run.json").read_text(encoding="utf-8"))
     assert run["settings"]["stage"] == "distill" and run["result"]["step"] == 2
+
+
+def test_train_cli_buckets_by_default_and_resume_keeps_the_setting(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "o"
+    base = ["train", "--checkpoint", str(tiny_checkpoint), "--data", str(data.sample_data_dir()), "--out", str(out),
+            "--batch-size", "8", "--no-progress", "--save-every", "1"]
+    assert main(base + ["--steps", "2"]) == 0
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert run["settings"]["bucket"] == 16 and run["settings"]["pad_to"] == 1
+    capsys.readouterr()
+    assert main(base + ["--steps", "3", "--resume", "--bucket", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bucket 16, not 1" in err and "--bucket 16" in err
+    assert main(base + ["--steps", "3", "--resume"]) == 0
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["result"]["step"] == 3
+
+
+def test_batching_flags_per_stage():
+    from roformer_sim_ft.cli import _batching, build_parser
+
+    common = ["--out", "o"]
+    train = build_parser().parse_args(["train", "--checkpoint", "c", *common])
+    distill = build_parser().parse_args(["distill", "--teacher", "t", "--student", "s", *common])
+    assert _batching(train) == {"bucket": pipeline.SupervisedSettings.bucket, "pad_to": 1} == {"bucket": 16, "pad_to": 1}
+    assert _batching(distill) == {"bucket": pipeline.DistillSettings.bucket, "pad_to": 1} == {"bucket": 1, "pad_to": 1}
+    xla = build_parser().parse_args(["train", "--checkpoint", "c", *common, "--xla", "--bucket", "4"])
+    assert _batching(xla) == {"bucket": 4, "pad_to": 16}
+    assert _batching(build_parser().parse_args(["train", "--checkpoint", "c", *common, "--xla", "--pad-to", "8"]))["pad_to"] == 8

@@ -16,6 +16,8 @@ from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.model import SimModel
 from roformer_sim_ft.objectives import DistillObjective, SupervisedObjective
 
+import tensorflow as tf  # noqa: E402  (after roformer_sim_ft)
+
 
 @pytest.fixture(scope="module")
 def sample_supervised():
@@ -140,6 +142,51 @@ def test_distillation_lowers_both_terms(tiny_checkpoint, tiny_model, sample_pair
         assert np.mean(values[-5:]) < np.mean(values[:5]), term
     student = SimModel.load(tmp_path / "student")
     assert student.config == config
+
+
+def test_target_only_logits_give_the_reference_loss_and_gradients(tiny_checkpoint, sample_pairs, tiny_model):
+    """The MLM head on the scored positions only == the reference's head on every position."""
+    batch = data.DistillBatches.from_data(sample_pairs, tiny_model.tokenizer, batch_size=8, seed=5).batch_at(0)
+    assert 0 < batch["student_segment_ids"].sum() < batch["student_segment_ids"].size  # padding and both segments
+    results = []
+    for target_only in (True, False):
+        objective = DistillObjective(tiny_checkpoint, tiny_checkpoint, dropout_rate=0.0, target_logits_only=target_only)
+        objective.build()
+        assert (objective._trunk is not None) == target_only
+        with tf.GradientTape() as tape:
+            loss, parts = objective.loss({k: tf.constant(v) for k, v in batch.items()}, training=True)
+        grads = tape.gradient(loss, objective.trainable_variables)
+        results.append((float(parts["seq2seq"]), float(parts["similarity"]), grads))
+    (s1, m1, g1), (s2, m2, g2) = results
+    assert s1 > 1.0 and np.isclose(s1, s2, rtol=1e-6, atol=0), (s1, s2)
+    assert np.isclose(m1, m2, rtol=1e-6), (m1, m2)
+    assert len(g1) == len(g2)
+    for a, b in zip(g1, g2):
+        a, b = tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy()
+        np.testing.assert_allclose(a, b, atol=1e-6 + 1e-4 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("stage", ["supervised", "distill"])
+def test_xla_step_trains_like_the_plain_step(stage, tiny_checkpoint, tiny_model, sample_supervised, sample_pairs, tmp_path):
+    """--xla (dense embedding gradient, all-position MLM head) == the plain step (sparse, scored positions only)."""
+    _, _, start = checkpoints.load_checkpoint(tiny_checkpoint)
+    trained = []
+    for jit in (False, True):
+        if stage == "supervised":
+            batches = data.SupervisedBatches.from_data(sample_supervised, tiny_model.tokenizer, batch_size=8, seed=3, pad_to=16)
+            objective = SupervisedObjective(tiny_checkpoint, dropout_rate=0.0)
+        else:
+            batches = data.DistillBatches.from_data(sample_pairs, tiny_model.tokenizer, batch_size=8, seed=3, pad_to=16)
+            objective = DistillObjective(tiny_checkpoint, tiny_checkpoint, dropout_rate=0.0, target_logits_only=not jit)
+        out = tmp_path / f"jit{jit}"
+        config = training.TrainConfig(out_dir=str(out), steps=3, learning_rate=1e-3, save_every=0,
+                                      show_progress=False, jit_compile=jit)
+        training.train(objective, batches, config)
+        trained.append(checkpoints.load_checkpoint(out)[2])
+    plain, xla = trained
+    assert max(np.abs(plain[k] - start[k]).max() for k in start) > 1e-3  # the steps moved the weights
+    for name in plain:
+        np.testing.assert_allclose(xla[name], plain[name], atol=5e-5, err_msg=name)
 
 
 def test_student_pooled_vector_from_unilm_pass_is_the_source_encoding(tiny_model):
