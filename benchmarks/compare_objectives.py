@@ -88,6 +88,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--weight-decay", type=float, default=0.01)
     g.add_argument("--dropout", type=float, default=0.2)
     g.add_argument("--maxlen", type=int, default=64)
+    g.add_argument("--bucket", type=int, default=1,
+                   help="length bucketing of the supervised batches (docs/RESULTS.md: 1, the reference's order; "
+                   "the stage's default is 16)")
     g.add_argument("--save-every", type=int, default=100,
                    help="training state every N steps (for the equal-CPU-time evaluation)")
     g.add_argument("--cpu-tolerance", type=float, default=0.10,
@@ -240,8 +243,8 @@ def main(argv=None) -> int:
     if args.reuse and results_path.exists():
         results = json.loads(results_path.read_text(encoding="utf-8"))
         before = results.get("args", {})
-        changed = [k for k in ("steps", "shape", "batch_size", "lr", "seed", "init_seed", "eval_limit", "data")
-                   if before.get(k) != getattr(args, k)]
+        changed = [k for k in ("steps", "shape", "batch_size", "lr", "seed", "init_seed", "eval_limit", "data",
+                               "bucket") if before.get(k, 1 if k == "bucket" else None) != getattr(args, k)]
         if changed:
             raise SystemExit(f"{results_path}: recorded with other {', '.join(changed)}; not reusing")
         if "invocations" not in results and "total_time_this_invocation" in results:
@@ -309,7 +312,7 @@ def main(argv=None) -> int:
         run_dir = out / "runs" / name
         settings = pipeline.SupervisedSettings(
             objective=objective, features=tuple(features.split(",")), batch_size=args.batch_size,
-            maxlen=args.maxlen, dropout_rate=args.dropout, splits=("train",))
+            maxlen=args.maxlen, dropout_rate=args.dropout, splits=("train",), bucket=args.bucket)
         config_ = training.TrainConfig(
             out_dir=str(run_dir), steps=args.steps, learning_rate=args.lr, weight_decay=args.weight_decay,
             warmup_steps=args.warmup, seed=args.seed, save_every=args.save_every, keep_states=10_000,
