@@ -610,8 +610,9 @@ class _Batches:
     XLA-compiled step (``--xla``) compiles a few times instead of once per length
     (the extra [PAD] columns are masked; losses are unchanged up to round-off,
     dropout masks differ since their shape does). ``bucket=K`` sorts the samples
-    of each group of K consecutive batches by text length and deals them out
-    as K batches of similar lengths (in a seeded order), which removes most of
+    of each group of K consecutive batches by length (their rank within their
+    own source, so each batch keeps the sources' 1:1 mix) and deals them out as
+    K batches of similar lengths (in a seeded order), which removes much of
     the padding; the same samples are seen in the same K steps, but which
     samples share a batch changes. Here it is off by default (bucket=1: the
     reference batches in sampling order); the supervised stage
@@ -661,12 +662,27 @@ class _Batches:
         if cached is None or cached[0] != group:
             start = group * self.bucket * self.pairs_per_batch
             samples = [sampler(t) for t in range(start, start + self.bucket * self.pairs_per_batch)]
-            order = np.argsort([self._length(s) for s in samples], kind="stable")
+            order = np.lexsort(([j for j, _ in samples], self._length_ranks(samples)))
             chunks = order.reshape(self.bucket, self.pairs_per_batch)
             dealt = np.random.default_rng([self.seed, 2 << 20, group]).permutation(self.bucket)
             cached = (group, [[samples[i] for i in chunks[c]] for c in dealt])
             self._group = cached
         return cached[1][position]
+
+    def _length_ranks(self, samples: list[tuple[int, int]]) -> np.ndarray:
+        """Each sample's length rank within its own source, scaled to [0, 1).
+
+        Sorting by it (ties: by source) deals every source's samples evenly over
+        the batches, so each batch keeps the sources' 1:1 mix (binary / NLI)
+        while holding samples of similar length for its source.
+        """
+        lengths = np.array([self._length(s) for s in samples])
+        sources = np.array([j for j, _ in samples])
+        ranks = np.zeros(len(samples))
+        for j in np.unique(sources):
+            where = np.flatnonzero(sources == j)
+            ranks[where[np.argsort(lengths[where], kind="stable")]] = np.arange(len(where)) / len(where)
+        return ranks
 
     def _pad(self, rows: list[list[int]]) -> np.ndarray:
         """int32 [len(rows), L]: right-padded with 0 to the longest row, rounded up to ``pad_to``."""

@@ -72,6 +72,20 @@ def test_bucket_deals_the_same_samples_with_less_padding(sample_data, tokenizer)
     assert (batch["labels"][0::2] == batch["labels"][1::2]).all()
 
 
+def test_bucketed_batches_keep_the_one_to_one_mix(sample_data, tokenizer):
+    """Binary and NLI pairs stay 1:1 in every batch, as in the reference's order; lengths are sorted per source."""
+    bucketed = D.SupervisedBatches.from_data(sample_data, tokenizer, batch_size=16, seed=3, bucket=8)
+    for i in range(24):
+        labels = bucketed.batch_at(i)["labels"][0::2]
+        assert (labels >= 2).sum() == (labels < 2).sum() == 4, (i, labels)
+    # within a group, each source's samples are dealt in length order over the batches
+    order = np.random.default_rng([3, 2 << 20, 0]).permutation(8)  # the group's seeded dealing
+    by_rank = [bucketed._samples(int(np.flatnonzero(order == c)[0])) for c in range(8)]
+    for source in (0, 1):
+        lengths = [[bucketed._length(s) for s in batch if s[0] == source] for batch in by_rank]
+        assert all(max(a) <= min(b) for a, b in zip(lengths, lengths[1:])), lengths
+
+
 @pytest.mark.parametrize("make", [supervised, distill])
 def test_bucketed_batches_are_a_pure_function_of_seed_and_index(make, sample_data, sample_groups, tokenizer):
     source = sample_data if make is supervised else sample_groups
