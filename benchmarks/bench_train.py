@@ -486,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
         # ours-all-logits: on every position, as the reference
         sides = {
             "original": original_distill(ckpt, groups, tokenizer, batch_size, steps, args.seed),
-            label: ours(lambda: DistillObjective(ckpt, ckpt, target_logits_only=not args.xla), batches, steps,
+            label: ours(lambda: DistillObjective(ckpt, ckpt), batches, steps,
                         args.seed, args.xla, results, "student_token_ids"),
         }
         if not args.xla:

@@ -28,6 +28,9 @@ class Objective(abc.ABC):
     name = "objective"
     model: SimModel  # the model that is trained and evaluated
 
+    def prepare(self, jit_compile: bool = False) -> None:
+        """Adapt to the training loop's settings before :meth:`build` (default: nothing)."""
+
     @abc.abstractmethod
     def build(self) -> None:
         """Create models and variables (called inside the distribution strategy's scope)."""
@@ -137,7 +140,8 @@ class DistillObjective(Objective):
     tied 12000-word output) only on the positions the seq2seq loss scores,
     instead of on every position as the reference does: the same loss and
     gradients at a fraction of the head's cost. Its gathered shapes are
-    dynamic, so an XLA-compiled step needs ``target_logits_only=False``.
+    dynamic, so under an XLA-compiled step (``prepare(jit_compile=True)``,
+    called by the training loop) the reference's all-position head is used.
     """
 
     name = "distill"
@@ -158,6 +162,10 @@ class DistillObjective(Objective):
         self.target_logits_only = target_logits_only
         self._seq2seq = losses.Seq2SeqLoss()
         self._similarity = losses.SimilarityMatrixLoss(similarity_weight)
+
+    def prepare(self, jit_compile: bool = False) -> None:
+        if jit_compile:
+            self.target_logits_only = False
 
     def build(self) -> None:
         self.teacher = SimModel.load(self.teacher_path)

@@ -134,8 +134,7 @@ def distill(
     )
     _report(pairs.reports)
     print(f"distillation data: {len(pairs.groups)} groups of similar texts")
-    objective = DistillObjective(teacher, student, settings.similarity_weight, settings.dropout_rate,
-                                 target_logits_only=not train_config.jit_compile)
+    objective = DistillObjective(teacher, student, settings.similarity_weight, settings.dropout_rate)
     batches = data.DistillBatches.from_data(
         pairs, _tokenizer(student), batch_size=settings.batch_size, maxlen=settings.maxlen, seed=train_config.seed,
         bucket=settings.bucket, pad_to=settings.pad_to,

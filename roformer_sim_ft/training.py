@@ -226,6 +226,7 @@ def _train(objective, batches, config, evaluator, on_step, settings, out_dir) ->
     strategy = make_strategy(config.devices)
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
+        objective.prepare(jit_compile=config.jit_compile)
         objective.build()
         optimizer = make_optimizer(config)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
