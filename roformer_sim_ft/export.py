@@ -82,7 +82,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, format: str = 
 def _load(path: str | os.PathLike) -> SimModel:
     """A released-layout checkpoint, or a training state (``OUT/training_state/step-N``,
     or a training output folder that holds only states)."""
-    from .training import STATE_DIR, load_state_model
+    from .states import STATE_DIR, load_state_model
 
     path = Path(path)
     if (path / "state.json").exists() or ((path / STATE_DIR).is_dir() and not (path / "bert_config.json").exists()):
@@ -149,8 +149,7 @@ def _atomic_dir(out: Path, marker: str) -> Iterator[Path]:
 
 def _write_config_vocab(model: SimModel, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / checkpoints.CONFIG_NAME).write_text(json.dumps(model.config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (folder / checkpoints.VOCAB_NAME).write_text("\n".join(model.vocab) + "\n", encoding="utf-8")
+    checkpoints.write_config_vocab(folder, model.config, model.vocab)
 
 
 # ------------------------------------------------------------------ h5
