@@ -23,7 +23,9 @@ and Python's ``unicodedata``, and stored in the graph as regular expressions.
 in several places (``case_fold_utf8`` applies NFKC, so full-width letters
 change; controls become spaces instead of vanishing; its own punctuation and
 CJK ranges; a byte cap per word instead of bert4keras's character cap), which
-is why only its WordPiece op and NFD normaliser are used.
+is why only its WordPiece op and NFD normaliser are used: the classic ops of
+its ``BertTokenizer`` (``WordpieceTokenizeWithOffsets``, ``NormalizeUTF8``),
+not the ``Fast*`` ones that some TensorFlow Serving builds lack.
 
 ``tensorflow_text`` is optional (``pip install roformer-sim-ft[serving]``);
 :func:`unavailable_reason` says why this module cannot be used.
@@ -104,14 +106,6 @@ def char_classes() -> dict[str, str]:
     return {name: _char_class(codes) for name, codes in groups.items()}
 
 
-def _unique_vocab(vocab: Sequence[str]) -> list[str]:
-    """``vocab`` with every earlier copy of a repeated token renamed to an unmatchable
-    placeholder, so that a token maps to its last line as in bert4keras's token dict."""
-    last = {token: i for i, token in enumerate(vocab)}
-    # "[" is punctuation, so no word ever contains these placeholders.
-    return [token if last[token] == i else f"[duplicate {i}]" for i, token in enumerate(vocab)]
-
-
 class GraphTokenizer(tf.Module):
     """Strings → bert4keras token ids, as TensorFlow ops (saveable in a SavedModel).
 
@@ -140,15 +134,22 @@ class GraphTokenizer(tf.Module):
         last = {token: i for i, token in enumerate(vocab)}
         self.cls_id, self.sep_id = last[CLS], last[SEP]
         self.classes = char_classes()
+        # Unique keys, each at its last line as in bert4keras's token dict.
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(list(last), tf.string), tf.constant(list(last.values()), tf.int64)
+            ),
+            default_value=-1,
+        )
         # max_bytes_per_word: every word of at most word_maxlen characters must reach the WordPiece
         # search (a UTF-8 character is at most 4 bytes); longer words are replaced by [UNK] first.
-        self.wordpiece = tf_text.FastWordpieceTokenizer(
-            vocab=_unique_vocab(vocab),
+        self.wordpiece = tf_text.WordpieceTokenizer(
+            self.table,
             suffix_indicator="##",
             max_bytes_per_word=4 * self.word_maxlen,
-            token_out_type=tf.int32,
+            max_chars_per_token=max(len(t[2:] if t.startswith("##") else t) for t in vocab),
+            token_out_type=tf.int64,
             unknown_token=UNK,
-            no_pretokenization=True,
         )
 
     def words(self, texts: tf.Tensor) -> tf.RaggedTensor:
@@ -171,7 +172,7 @@ class GraphTokenizer(tf.Module):
         words = self.words(texts)
         too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") > self.word_maxlen
         words = words.with_flat_values(tf.where(too_long, UNK, words.flat_values))
-        return self.wordpiece.tokenize(words).merge_dims(1, 2)
+        return tf.cast(self.wordpiece.tokenize(words).merge_dims(1, 2), tf.int32)
 
     def __call__(self, texts: tf.Tensor) -> tf.Tensor:
         """Token ids int32 [batch, length]: ``[CLS]`` + the first ``maxlen - 2`` pieces + ``[SEP]``, 0-padded."""
