@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import checkpoints, data
+from . import checkpoints, readers
 from .pipeline import DistillSettings, SupervisedSettings, run_pipeline
 from .training import TrainConfig
 
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
-    sample = data.sample_data_dir()
+    sample = readers.sample_data_dir()
     vocab = checkpoints.builtin_vocab()
     config = checkpoints.preset_config(args.preset, len(vocab))
     init_dir = out / "init"

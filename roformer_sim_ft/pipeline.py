@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import compat  # noqa: F401  (must precede tensorflow)
-from . import checkpoints, data, evaluation, losses, training
+from . import batches, checkpoints, evaluation, losses, readers, training
 from .errors import RoformerSimError
 from .io import write_text_atomic
 from .model import SimModel, make_tokenizer
@@ -32,8 +32,8 @@ class SupervisedSettings:
     batch_size: int = 192
     maxlen: int = 64
     dropout_rate: float = 0.2
-    tasks: Sequence[str] = data.DEFAULT_TASKS
-    splits: Sequence[str] = data.DEFAULT_SPLITS
+    tasks: Sequence[str] = readers.DEFAULT_TASKS
+    splits: Sequence[str] = readers.DEFAULT_SPLITS
     thresholds: Optional[dict] = None
     skip_bad_lines: bool = False
     bucket: int = 16
@@ -49,12 +49,12 @@ class DistillSettings:
     maxlen: int = 64
     dropout_rate: float = 0.2
     skip_bad_lines: bool = False
-    labeled_splits: Sequence[str] = data.DEFAULT_SPLITS
+    labeled_splits: Sequence[str] = readers.DEFAULT_SPLITS
     bucket: int = 1
     pad_to: int = 1
 
 
-# Batching, for both stages (see data._Batches): ``bucket=K`` sorts the samples of
+# Batching, for both stages (see batches._Batches): ``bucket=K`` sorts the samples of
 # K consecutive batches by length and deals them out again, so batches carry
 # little padding. The supervised loss has no in-batch term, so there bucketing
 # only regroups samples within K steps; it is the default (bucket=16: about 2x
@@ -89,7 +89,7 @@ def supervised(
     eval_split: str = "valid",
 ) -> training.TrainResult:
     """Fine-tune ``checkpoint`` Sentence-BERT style; the encoder lands in ``train_config.out_dir``."""
-    corpus = data.load_supervised_data(
+    corpus = readers.load_supervised_data(
         data_dir,
         senteval_files=senteval_files,
         nli_files=nli_files,
@@ -105,13 +105,13 @@ def supervised(
         checkpoint, settings.objective, settings.features, settings.heads, settings.dropout_rate, train_config.seed
     )
     tokenizer = _tokenizer(checkpoint)
-    batches = data.SupervisedBatches.from_data(
+    stream = batches.SupervisedBatches.from_data(
         corpus, tokenizer, batch_size=settings.batch_size, maxlen=settings.maxlen, seed=train_config.seed,
         bucket=settings.bucket, pad_to=settings.pad_to,
     )
     evaluator = _evaluator(eval_dir, eval_split, settings.tasks, settings.skip_bad_lines)
     record = {"stage": "supervised", "checkpoint": str(checkpoint), "data": str(data_dir), **_plain(settings)}
-    return training.train(objective, batches, train_config, evaluator=evaluator, settings=record)
+    return training.train(objective, stream, train_config, evaluator=evaluator, settings=record)
 
 
 def distill(
@@ -125,7 +125,7 @@ def distill(
     eval_split: str = "valid",
 ) -> training.TrainResult:
     """Distil ``teacher``'s similarities into the UniLM ``student``; the student lands in ``out_dir``."""
-    pairs = data.load_distill_pairs(
+    pairs = readers.load_distill_pairs(
         pair_files,
         labeled_dir=labeled_dir,
         splits=settings.labeled_splits,
@@ -135,13 +135,13 @@ def distill(
     _report(pairs.reports)
     print(f"distillation data: {len(pairs.groups)} groups of similar texts")
     objective = DistillObjective(teacher, student, settings.similarity_weight, settings.dropout_rate)
-    batches = data.DistillBatches.from_data(
+    stream = batches.DistillBatches.from_data(
         pairs, _tokenizer(student), batch_size=settings.batch_size, maxlen=settings.maxlen, seed=train_config.seed,
         bucket=settings.bucket, pad_to=settings.pad_to,
     )
-    evaluator = _evaluator(eval_dir, eval_split, data.DEFAULT_TASKS, settings.skip_bad_lines)
+    evaluator = _evaluator(eval_dir, eval_split, readers.DEFAULT_TASKS, settings.skip_bad_lines)
     record = {"stage": "distill", "teacher": str(teacher), "student": str(student), **_plain(settings)}
-    return training.train(objective, batches, train_config, evaluator=evaluator, settings=record)
+    return training.train(objective, stream, train_config, evaluator=evaluator, settings=record)
 
 
 @dataclass
