@@ -118,7 +118,9 @@ def _add_loop_args(p: argparse.ArgumentParser, learning_rate: float, batch_size:
     g.add_argument("--learning-rate", "--lr", type=float, default=learning_rate)
     g.add_argument("--weight-decay", type=float, default=0.01)
     g.add_argument("--warmup-steps", type=int, default=0)
-    g.add_argument("--dropout", type=float, default=0.2)
+    g.add_argument("--dropout", type=float, default=0.2, help="hidden and embedding dropout, as the reference's dropout_rate")
+    g.add_argument("--attention-dropout", type=float, default=None,
+                   help="dropout on attention probabilities (default: the checkpoint config's attention_probs_dropout_prob)")
     g.add_argument("--maxlen", type=int, default=64)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--save-every", type=int, default=500, help="write training state every N steps (0: only at the end)")
@@ -179,7 +181,8 @@ def _run_train(args: argparse.Namespace) -> None:
         raise RoformerSimError("give --data DIR or --pairs-file/--nli-file")
     settings = SupervisedSettings(
         objective=args.objective, features=args.features, heads=args.heads, batch_size=args.batch_size,
-        maxlen=args.maxlen, dropout_rate=args.dropout, tasks=_csv(args.tasks), splits=_csv(args.splits),
+        maxlen=args.maxlen, dropout_rate=args.dropout, attention_dropout_rate=args.attention_dropout,
+        tasks=_csv(args.tasks), splits=_csv(args.splits),
         skip_bad_lines=args.skip_bad_lines, **_batching(args),
     )
     result = supervised(args.checkpoint, _loop_config(args), args.data, args.pairs_file, args.nli_file, settings,
@@ -204,7 +207,8 @@ def _run_distill(args: argparse.Namespace) -> None:
     if not args.pairs and not args.from_labeled:
         raise RoformerSimError("give --pairs FILE or --from-labeled DIR")
     settings = DistillSettings(similarity_weight=args.similarity_weight, batch_size=args.batch_size,
-                               maxlen=args.maxlen, dropout_rate=args.dropout, skip_bad_lines=args.skip_bad_lines,
+                               maxlen=args.maxlen, dropout_rate=args.dropout,
+                               attention_dropout_rate=args.attention_dropout, skip_bad_lines=args.skip_bad_lines,
                                **_batching(args))
     result = distill(args.teacher, args.student, _loop_config(args), args.pairs, args.from_labeled, settings,
                      eval_dir=args.eval_data, eval_split=args.eval_split)

@@ -32,6 +32,7 @@ class SupervisedSettings:
     batch_size: int = 192
     maxlen: int = 64
     dropout_rate: float = 0.2
+    attention_dropout_rate: Optional[float] = None  # None: the config's attention_probs_dropout_prob
     tasks: Sequence[str] = readers.DEFAULT_TASKS
     splits: Sequence[str] = readers.DEFAULT_SPLITS
     thresholds: Optional[dict] = None
@@ -48,6 +49,7 @@ class DistillSettings:
     batch_size: int = 96
     maxlen: int = 64
     dropout_rate: float = 0.2
+    attention_dropout_rate: Optional[float] = None  # None: the config's attention_probs_dropout_prob
     skip_bad_lines: bool = False
     labeled_splits: Sequence[str] = readers.DEFAULT_SPLITS
     bucket: int = 1
@@ -102,7 +104,8 @@ def supervised(
     _report(corpus.reports)
     print(f"supervised data: {len(corpus.binary)} binary pairs, {len(corpus.nli)} NLI pairs")
     objective = SupervisedObjective(
-        checkpoint, settings.objective, settings.features, settings.heads, settings.dropout_rate, train_config.seed
+        checkpoint, settings.objective, settings.features, settings.heads, settings.dropout_rate, train_config.seed,
+        attention_dropout_rate=settings.attention_dropout_rate,
     )
     tokenizer = _tokenizer(checkpoint)
     stream = batches.SupervisedBatches.from_data(
@@ -134,7 +137,8 @@ def distill(
     )
     _report(pairs.reports)
     print(f"distillation data: {len(pairs.groups)} groups of similar texts")
-    objective = DistillObjective(teacher, student, settings.similarity_weight, settings.dropout_rate)
+    objective = DistillObjective(teacher, student, settings.similarity_weight, settings.dropout_rate,
+                                 attention_dropout_rate=settings.attention_dropout_rate)
     stream = batches.DistillBatches.from_data(
         pairs, _tokenizer(student), batch_size=settings.batch_size, maxlen=settings.maxlen, seed=train_config.seed,
         bucket=settings.bucket, pad_to=settings.pad_to,
