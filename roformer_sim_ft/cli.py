@@ -128,6 +128,8 @@ def _add_loop_args(p: argparse.ArgumentParser, stage: type[StageSettings]) -> No
     g.add_argument("--warmup-steps", type=int, default=loop("warmup_steps"))
     g.add_argument("--dropout", type=float, default=own("dropout_rate"),
                    help="dropout of embeddings and hidden layers (bert4keras's dropout_rate)")
+    g.add_argument("--attention-dropout", type=float, default=own("attention_dropout_rate"),
+                   help="dropout on attention probabilities (default: the checkpoint config's attention_probs_dropout_prob)")
     g.add_argument("--maxlen", type=int, default=own("maxlen"))
     g.add_argument("--seed", type=int, default=loop("seed"))
     g.add_argument("--save-every", type=int, default=loop("save_every"),
@@ -158,7 +160,8 @@ def _loop_config(args: argparse.Namespace) -> TrainConfig:
 def _stage_args(args: argparse.Namespace) -> dict:
     """The StageSettings fields the loop flags set."""
     return dict(batch_size=args.batch_size, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-                maxlen=args.maxlen, dropout_rate=args.dropout, skip_bad_lines=args.skip_bad_lines,
+                maxlen=args.maxlen, dropout_rate=args.dropout, attention_dropout_rate=args.attention_dropout,
+                skip_bad_lines=args.skip_bad_lines,
                 bucket=args.bucket, pad_to=args.pad_to if args.pad_to is not None else (16 if args.xla else 1))
 
 

@@ -82,7 +82,8 @@ def supervised(
     _report(corpus.reports)
     print(f"supervised data: {len(corpus.binary)} binary pairs, {len(corpus.nli)} NLI pairs")
     objective = SupervisedObjective(
-        checkpoint, settings.objective, settings.features, settings.heads, settings.dropout_rate, train_config.seed
+        checkpoint, settings.objective, settings.features, settings.heads, settings.dropout_rate, train_config.seed,
+        attention_dropout_rate=settings.attention_dropout_rate,
     )
     stream = batches.SupervisedBatches.from_data(
         corpus, _tokenizer(checkpoint), batch_size=settings.batch_size, maxlen=settings.maxlen,
@@ -112,7 +113,8 @@ def distill(
     )
     _report(pairs.reports)
     print(f"distillation data: {len(pairs.groups)} groups of similar texts")
-    objective = DistillObjective(teacher, student, settings.similarity_weight, settings.dropout_rate)
+    objective = DistillObjective(teacher, student, settings.similarity_weight, settings.dropout_rate,
+                                 attention_dropout_rate=settings.attention_dropout_rate)
     stream = batches.DistillBatches.from_data(
         pairs, _tokenizer(student), batch_size=settings.batch_size, maxlen=settings.maxlen, seed=train_config.seed,
         bucket=settings.bucket, pad_to=settings.pad_to,

@@ -24,7 +24,7 @@ PRECISIONS: dict[str, str] = {"fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
 EXPORT_FORMATS: dict[str, str] = {
     "ckpt": "released TF1 layout (default)",
     "h5": "Keras HDF5 weights for plain bert4keras",
-    "savedmodel": "TF SavedModel with encode/similarity signatures",
+    "savedmodel": "TF SavedModel: encode/similarity on token ids, and on raw text with tensorflow-text",
     "hf": "transformers RoFormer + pooler (safetensors)",
 }
 
