@@ -150,37 +150,61 @@ def expected_variables(config: Mapping) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def read_weights(prefix: str | os.PathLike, config: Mapping) -> dict[str, np.ndarray]:
-    """Read every expected variable, checking presence and shape against ``config``.
+# The heads a plain RoFormer checkpoint may lack (no pooler; the MLM head is sometimes absent).
+HEAD_PREFIXES = ("bert/pooler/", "cls/predictions/")
 
-    Extra variables (optimizer slots, NSP head, global_step) are ignored.
-    """
+
+def _open_reader(prefix: str | os.PathLike):
     try:
-        reader = tf.train.load_checkpoint(str(prefix))
+        return tf.train.load_checkpoint(str(prefix))
     except (tf.errors.OpError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RoformerSimError(f"{prefix}: not a readable TF checkpoint ({first})") from None
+
+
+def absent_heads(prefix: str | os.PathLike, config: Mapping) -> list[str]:
+    """The pooler and MLM-head variables the checkpoint at ``prefix`` lacks (what ``init_missing_heads`` fills)."""
+    stored = _open_reader(prefix).get_variable_to_shape_map()
+    return [n for n in expected_variables(config) if n.startswith(HEAD_PREFIXES) and n not in stored]
+
+
+def read_weights(prefix: str | os.PathLike, config: Mapping, init_missing_heads: bool = False) -> dict[str, np.ndarray]:
+    """Read every expected variable, checking presence and shape against ``config``.
+
+    Extra variables (optimizer slots, NSP head, global_step) are ignored.
+    ``init_missing_heads``: pooler and MLM-head variables the checkpoint lacks
+    (a plain RoFormer) get :func:`init_weights` values instead of an error
+    (:func:`absent_heads` names them).
+    """
+    reader = _open_reader(prefix)
     stored = reader.get_variable_to_shape_map()
     expected = expected_variables(config)
-    missing = [name for name in expected if name not in stored]
+    fresh = {}
+    if init_missing_heads:
+        absent = [n for n in expected if n.startswith(HEAD_PREFIXES) and n not in stored]
+        fresh = init_weights(config, names=absent) if absent else {}
+    missing = [name for name in expected if name not in stored and name not in fresh]
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise RoformerSimError(f"{prefix}: checkpoint lacks {len(missing)} required variables: {shown}")
     for name, shape in expected.items():
-        if tuple(stored[name]) != shape:
+        if name not in fresh and tuple(stored[name]) != shape:
             raise RoformerSimError(
                 f"{prefix}: variable {name} has shape {tuple(stored[name])} but the config needs {shape}"
             )
-    return {name: reader.get_tensor(name) for name in expected}
+    return {name: fresh[name] if name in fresh else reader.get_tensor(name) for name in expected}
 
 
-def init_weights(config: Mapping, seed: int = 0) -> dict[str, np.ndarray]:
+def init_weights(config: Mapping, seed: int = 0, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Random weights for ``config``: truncated normal(0.02) kernels and embeddings,
-    LayerNorm gamma 1 / beta 0, zero biases. Every variable is drawn independently."""
+    LayerNorm gamma 1 / beta 0, zero biases. Every variable is drawn independently.
+    ``names``: only these variables."""
     rng = np.random.default_rng(seed)
     std = config.get("initializer_range", 0.02)
     weights = {}
     for name, shape in expected_variables(config).items():
+        if names is not None and name not in names:
+            continue
         leaf = name.rsplit("/", 1)[-1]
         if leaf == "gamma":
             value = np.ones(shape, np.float32)
@@ -271,12 +295,12 @@ def write_checkpoint(
     return out_dir
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict, list[str], dict[str, np.ndarray]]:
-    """Config, vocab and validated weights of a released checkpoint (folder or prefix)."""
+def load_checkpoint(path: str | os.PathLike, init_missing_heads: bool = False) -> tuple[dict, list[str], dict[str, np.ndarray]]:
+    """Config, vocab and validated weights of a released checkpoint (folder or prefix); see :func:`read_weights`."""
     files = resolve(path)
     config = read_config(files.config)
     vocab = read_vocab(files.vocab, config["vocab_size"])
-    return config, vocab, read_weights(files.prefix, config)
+    return config, vocab, read_weights(files.prefix, config, init_missing_heads)
 
 
 PRESETS: dict[str, dict] = {

@@ -9,8 +9,8 @@ in the file's :class:`FileReport`, so nothing is dropped silently.
 
 This module also holds the data constants (maxlen, tasks, splits, NLI labels).
 It is pure Python: importing it does not import TensorFlow or bert4keras.
-Defaults follow the reference scripts ``train/supervised.py`` and
-``train/stage2.py`` of ZhuiyiTechnology/roformer-sim.
+Defaults follow the reference scripts ``train/supervised.py``,
+``train/stage1.py`` and ``train/stage2.py`` of ZhuiyiTechnology/roformer-sim.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ __all__ = [
     "SentevalFile", "DataFiles", "SupervisedData", "DistillData",
     "task_spec", "task_from_filename", "cut_text",
     "read_senteval", "read_senteval_scored", "read_nli", "read_synonyms",
-    "find_data_files", "load_supervised_data", "positive_pairs", "load_distill_pairs",
+    "find_data_files", "load_supervised_data", "positive_pairs", "load_distill_pairs", "parse_weights",
     "sample_data_dir", "text_segmentate",
 ]
 
@@ -148,11 +148,27 @@ class SupervisedData:
 
 @dataclass
 class DistillData:
-    """Everything the distillation stage reads: synonym groups and per-file reports."""
+    """Everything stage 1 and the distillation stage read: synonym groups and per-file reports.
+
+    ``sizes``: how many of ``groups`` (in order) each source gave: each pair
+    file, then the labelled folder; empty means one source. Batches weight
+    sources by it (:func:`parse_weights`).
+    """
 
     groups: list[SynonymGroup]
     reports: list[FileReport]
     missing: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+
+    def sources(self) -> list[list[SynonymGroup]]:
+        """``groups`` split by source (one source when ``sizes`` is empty)."""
+        if not self.sizes:
+            return [list(self.groups)]
+        out, start = [], 0
+        for size in self.sizes:
+            out.append(list(self.groups[start:start + size]))
+            start += size
+        return out
 
     @property
     def bad(self) -> int:
@@ -537,14 +553,18 @@ def load_distill_pairs(files: Iterable[PathLike] = (), *, labeled_dir: PathLike 
     groups: list[SynonymGroup] = []
     reports: list[FileReport] = []
     missing: list[str] = []
+    sizes: list[int] = []
     for path in files:
         g, report = read_synonyms(path, maxlen=maxlen, skip_bad_lines=skip_bad_lines)
         groups += g
+        sizes.append(len(g))
         reports.append(report)
     if labeled_dir is not None:
         data = load_supervised_data(labeled_dir, tasks=tasks, splits=splits, maxlen=maxlen,
                                     skip_bad_lines=skip_bad_lines)
-        groups += positive_pairs(data)
+        positives = positive_pairs(data)
+        groups += positives
+        sizes.append(len(positives))
         reports += data.reports
         missing = data.missing
     if not groups:
@@ -552,7 +572,29 @@ def load_distill_pairs(files: Iterable[PathLike] = (), *, labeled_dir: PathLike 
             raise RoformerSimError("no data: give pair files or a labelled data folder")
         raise RoformerSimError("no usable pairs in the data files: "
                                + "; ".join(r.summary() for r in reports))
-    return DistillData(groups, reports, missing)
+    return DistillData(groups, reports, missing, sizes)
+
+
+def parse_weights(weights: str | Sequence[int] | None, sources: int) -> tuple[int, ...] | None:
+    """Interleaving weights of ``sources`` sources, given as ``"2,1,1"`` or a sequence of positive integers.
+
+    One weight per source (each pair file in order, then the labelled folder):
+    in every run of ``sum(weights)`` samples, source j gives ``weights[j]``, as
+    the reference's f1, f2, f1, f3 is ``2,1,1``. None stays None (all groups pooled).
+    """
+    if weights is None:
+        return None
+    items = [w.strip() for w in weights.split(",")] if isinstance(weights, str) else list(weights)
+    try:
+        values = tuple(int(w) for w in items)
+    except (TypeError, ValueError):
+        raise RoformerSimError(f"weights must be positive integers such as 2,1,1, got {weights!r}") from None
+    if any(str(v) != str(w).strip() for v, w in zip(values, items)) or any(v < 1 for v in values):
+        raise RoformerSimError(f"weights must be positive integers such as 2,1,1, got {weights!r}")
+    if len(values) != sources:
+        raise RoformerSimError(
+            f"{len(values)} weights for {sources} data sources (each pair file, then the labelled folder)")
+    return values
 
 
 def overlapping_files(first: Iterable[PathLike], second: Iterable[PathLike]) -> list[tuple[Path, Path]]:
