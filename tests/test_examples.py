@@ -38,3 +38,10 @@ def test_supervised_then_distill(tiny_checkpoint, tmp_path):
     assert (tmp_path / "ft/bert_model.ckpt.index").exists()
     out = _run("distill.py", tmp_path / "ft", tiny_checkpoint, sample / "synonyms/sample.jsonl", tmp_path / "student", 2)
     assert "seq2seq" in out and (tmp_path / "student/bert_model.ckpt.index").exists()
+
+
+def test_pretrain(tiny_checkpoint, tmp_path):
+    s = data.sample_data_dir() / "synonyms"
+    out = _run("pretrain.py", tiny_checkpoint, tmp_path / "sim", s / "sample.jsonl", s / "pairs.jsonl",
+               "--steps", 2, "--weights", "2,1")
+    assert "seq2seq" in out and "similarity" in out and (tmp_path / "sim/bert_model.ckpt.index").exists()
