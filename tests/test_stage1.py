@@ -328,3 +328,4 @@ def test_two_replicas_give_the_single_device_loss_and_gradients(tiny_checkpoint,
         assert report[stage]["grad_diff"] < 1e-5, (stage, report[stage])
     assert report["refused"] == ("a batch of 6 rows on 2 replicas: each replica must hold whole pairs "
                                  "(an even number of rows); use a batch size that is a multiple of 4")
+
