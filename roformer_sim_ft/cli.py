@@ -92,12 +92,13 @@ def _run_encode(args: argparse.Namespace) -> None:
 def _args_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (released layout)")
     p.add_argument("--out", required=True, help="output folder (replaced only if empty or an earlier export of the same format)")
-    p.add_argument("--format", default="ckpt", choices=("ckpt", "h5", "savedmodel", "hf"),
+    p.add_argument("--format", default="ckpt", choices=("ckpt", "h5", "savedmodel", "hf", "keras"),
                    help="ckpt: released TF1 layout (default); h5: Keras HDF5 weights for plain bert4keras; "
-                   "savedmodel: TF SavedModel with encode/similarity signatures; hf: transformers RoFormer + pooler")
+                   "savedmodel: TF SavedModel with encode/similarity signatures; hf: transformers RoFormer + pooler; "
+                   "keras: Keras 3 .keras archive (any backend)")
 
 
-@command("export", "write a checkpoint as ckpt, h5, savedmodel or hf, verified against this model")(_args_export)
+@command("export", "write a checkpoint as ckpt, h5, savedmodel, hf or keras, verified against this model")(_args_export)
 def _run_export(args: argparse.Namespace) -> None:
     from .export import export
 

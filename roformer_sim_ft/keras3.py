@@ -3,8 +3,8 @@
 bert4keras needs Keras 2 (tf_keras); a Keras app written today runs Keras 3 on
 TensorFlow, JAX or PyTorch. This module builds the same network — token and
 segment embeddings, rotary self-attention with the UniLM mask, feed-forward,
-LayerNorm (epsilon 1e-7, bert4keras's), the linear pooler and the MLM head tied
-to the token embedding — from Keras's own layers (``Dense``,
+LayerNorm (epsilon 1e-7 as bert4keras's; 1e-12 in the MLM head), the linear
+pooler and the MLM head tied to the token embedding — from Keras's own layers (``Dense``,
 ``LayerNormalization``, ``ReversibleEmbedding``, ``Dropout``) joined by
 ``keras.ops`` calls in a functional graph. Nothing in the graph is ours, so a
 model saved with ``model.save("….keras")`` is self-describing:
@@ -64,7 +64,10 @@ CONFIG_NAME = "bert_config.json"
 VOCAB_NAME = "vocab.txt"
 CKPT_NAME = "bert_model.ckpt"
 ARCHIVE_NAME = "roformer_sim.keras"
-LAYER_NORM_EPSILON = 1e-7  # bert4keras's LayerNormalization uses K.epsilon(), not BERT's 1e-12
+# bert4keras's RoFormer: its embedding and encoder LayerNorms take K.epsilon() (1e-7); the MLM head's
+# LayerNorm comes from its BERT class, which passes BERT's 1e-12.
+LAYER_NORM_EPSILON = 1e-7
+MLM_NORM_EPSILON = 1e-12
 MAXLEN = 64  # tokens per sentence when encoding, as the original retrieval script (and SimModel)
 _REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
 # bert_config hidden_act → Keras activation name; "gelu" is bert4keras's erf form, as Keras's default gelu.
@@ -89,8 +92,8 @@ def _dense(x, units: int, name: str, config: Mapping | None = None):
     return ops.gelu(x, approximate=True) if tanh_gelu else x
 
 
-def _norm(x, name: str):
-    return layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=name)(x)
+def _norm(x, name: str, epsilon: float = LAYER_NORM_EPSILON):
+    return layers.LayerNormalization(epsilon=epsilon, name=name)(x)
 
 
 def _attention_allowed(token_ids, segment_ids):
@@ -169,7 +172,7 @@ def build_model(config: Mapping, name: str = "roformer_sim") -> keras.Model:
     for index in range(config["num_hidden_layers"]):
         x = _block(x, allowed, cos, sin, config, index)
     pooled = _dense(x[:, 0], hidden, "pooler")
-    h = _norm(_dense(x, hidden, "mlm_transform", config), "mlm_norm")
+    h = _norm(_dense(x, hidden, "mlm_transform", config), "mlm_norm", MLM_NORM_EPSILON)
     # The MLM output bias as a one-row Embedding: a trainable [vocab] vector from Keras's own layers.
     bias = layers.Embedding(1, config["vocab_size"], embeddings_initializer="zeros", name="mlm_bias")(
         ops.zeros_like(token_ids[:, :1])
