@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence, Union
 
-from .errors import RoformerSimError
+from .errors import NoDataFiles, RoformerSimError
 
 __all__ = [
     "MAXLEN", "DEFAULT_TASKS", "OPTIONAL_TASKS", "DEFAULT_SPLITS", "NLI_LABELS",
@@ -40,7 +40,9 @@ PathLike = Union[str, Path]
 MAXLEN = 64
 DEFAULT_TASKS: tuple[str, ...] = ("ATEC", "BQ", "LCQMC", "PAWSX", "STS-B")
 OPTIONAL_TASKS: tuple[str, ...] = ("SOHU21-SSB",)  # used when present, never reported missing
-DEFAULT_SPLITS: tuple[str, ...] = ("train", "valid")  # the reference trains on both
+# Training splits: train only, so that valid can select a model and test report it without overlap
+# (the reference trains on train and valid: ``--splits train,valid``; docs/FIDELITY.md).
+DEFAULT_SPLITS: tuple[str, ...] = ("train",)
 NLI_LABELS: dict[str, int] = {"contradiction": 2, "entailment": 3, "neutral": 4}
 ENTAILMENT = NLI_LABELS["entailment"]
 SEPS = "\n。！？!?；;，, "
@@ -437,7 +439,7 @@ def _split_files(folder: Path, task: str, split: str) -> list[Path]:
 def find_data_files(root: PathLike, *, tasks: Sequence[str] = DEFAULT_TASKS,
                     splits: Sequence[str] = DEFAULT_SPLITS,
                     optional_tasks: Sequence[str] = OPTIONAL_TASKS,
-                    nli: bool = True, nli_glob: str = "cnsd/*/*.jsonl") -> DataFiles:
+                    nli: bool = True, nli_glob: str = "cnsd/*/*.jsonl", log_missing: bool = True) -> DataFiles:
     """Find the files of a data folder laid out like the reference's data root.
 
     For each task and split: ``senteval_cn/<TASK>/<TASK>.<split>.data``; if that
@@ -464,9 +466,9 @@ def find_data_files(root: PathLike, *, tasks: Sequence[str] = DEFAULT_TASKS,
     if nli and not nli_files:
         missing.append(nli_glob)
     if not senteval and not nli_files:
-        raise RoformerSimError(
+        raise NoDataFiles(
             f"{root}: no data files (expected senteval_cn/<TASK>/<TASK>.<split>.data or {nli_glob})")
-    for m in missing:
+    for m in missing if log_missing else ():
         log.warning("data file not found under %s: %s", root, m)
     return DataFiles(senteval, nli_files, missing)
 
@@ -551,6 +553,31 @@ def load_distill_pairs(files: Iterable[PathLike] = (), *, labeled_dir: PathLike 
         raise RoformerSimError("no usable pairs in the data files: "
                                + "; ".join(r.summary() for r in reports))
     return DistillData(groups, reports, missing)
+
+
+def overlapping_files(first: Iterable[PathLike], second: Iterable[PathLike]) -> list[tuple[Path, Path]]:
+    """Pairs (a, b) of ``first`` × ``second`` that are the same file: the same path or the same content."""
+    import hashlib
+
+    def digest(path: Path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+    a_files = [Path(p) for p in first]
+    b_files = [Path(p) for p in second]
+    b_sizes = {p.stat().st_size for p in b_files}
+    a_by_digest: dict[str, list[Path]] = {}
+    for a in a_files:
+        if a.stat().st_size in b_sizes:  # only files of equal size can have equal content
+            a_by_digest.setdefault(digest(a), []).append(a)
+    pairs = []
+    for b in b_files:
+        same = [a for a in a_files if a.resolve() == b.resolve()]
+        pairs += [(a, b) for a in same or a_by_digest.get(digest(b), [])]
+    return pairs
 
 
 def sample_data_dir() -> Path:
