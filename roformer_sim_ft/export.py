@@ -51,6 +51,7 @@ import tensorflow as tf
 
 from . import checkpoints
 from .errors import RoformerSimError
+from .forward import rotary_frequencies
 from .model import SimModel, pad
 
 FORMATS = ("ckpt", "h5", "savedmodel", "hf", "keras")
@@ -372,7 +373,7 @@ def hf_weights(weights: Mapping[str, np.ndarray], config: Mapping) -> tuple[dict
 def hf_rotary_table(positions: int, head_size: int) -> np.ndarray:
     """transformers' fixed RoFormer sinusoid table: sin of every angle in the first half, cos in the
     second (bert4keras interleaves them, and both rotate interleaved pairs: the same rotation)."""
-    angles = np.arange(positions, dtype=np.float64)[:, None] * np.power(10000.0, -2 * np.arange(head_size // 2) / head_size)
+    angles = np.arange(positions, dtype=np.float64)[:, None] * rotary_frequencies(head_size).numpy()
     return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
 
 
