@@ -358,8 +358,8 @@ class DistillBatches(_Batches):
     Random choices come from ``default_rng([seed, 1 << 20, index, k])``, so each
     batch is a pure function of seed and index. Groups are visited in a seeded
     permutation per pass (the reference read pre-shuffled files in order).
-    ``groups`` is one pooled source, or a list of sources (lists of groups,
-    e.g. ``DistillData.sources()``) interleaved by integer ``weights``
+    ``groups`` is one pooled source, or a list of sources (lists of groups)
+    interleaved by integer ``weights``
     (2,1,1 as the reference's f1, f2, f1, f3; None: 1 each).
     """
 
@@ -393,8 +393,12 @@ class DistillBatches(_Batches):
 
     @classmethod
     def from_data(cls, data: DistillData, tokenizer, weights: Sequence[int] | None = None, **kwargs) -> "DistillBatches":
-        """Batches over a :class:`DistillData`'s groups: pooled, or its sources interleaved by ``weights``."""
-        return cls(data.sources() if weights is not None else data.groups, tokenizer, weights=weights, **kwargs)
+        """Batches over a :class:`DistillData`'s groups: pooled, or its sources (``data.sizes``) interleaved by ``weights``."""
+        if weights is None:
+            return cls(data.groups, tokenizer, **kwargs)
+        starts = np.cumsum([0, *data.sizes])
+        sources = [data.groups[a:b] for a, b in zip(starts[:-1], starts[1:])]
+        return cls(sources, tokenizer, weights=weights, **kwargs)
     def _ids_of_word(self, word: str) -> list[int]:
         ids = self._word_ids.get(word)
         if ids is None:

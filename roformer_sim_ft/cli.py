@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from .errors import RoformerSimError
 from .readers import DEFAULT_TASKS
 from .settings import (EXPORT_FORMATS, PRECISIONS, DistillSettings, Stage1Settings, StageSettings, SupervisedSettings,
-                       TrainConfig)
+                       TrainConfig, parse_weights)
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int | None], str]] = {}
 
@@ -98,7 +98,7 @@ def _args_export(p: argparse.ArgumentParser) -> None:
                    help="; ".join(f"{name}: {what}" for name, what in EXPORT_FORMATS.items()))
 
 
-@command("export", "write a checkpoint as ckpt, h5, savedmodel or hf, verified against this model")(_args_export)
+@command("export", "write a checkpoint as ckpt, h5, savedmodel, hf or keras, verified against this model")(_args_export)
 def _run_export(args: argparse.Namespace) -> None:
     from .export import export
 
@@ -243,7 +243,6 @@ def _args_pretrain(p: argparse.ArgumentParser) -> None:
 @command("pretrain", "stage 1: make a RoFormer-Sim from a RoFormer (seq2seq + in-batch similarity, SimBERT v2)")(_args_pretrain)
 def _run_pretrain(args: argparse.Namespace) -> int:
     from .pipeline import pretrain
-    from .readers import parse_weights
 
     if not args.pairs and not args.from_labeled:
         raise RoformerSimError("give --pairs FILE or --from-labeled DIR")
@@ -321,8 +320,6 @@ def _args_pipeline(p: argparse.ArgumentParser) -> None:
 @command("pipeline", "[stage 1,] supervised stage, distillation, export and evaluation in one run")(_args_pipeline)
 def _run_pipeline(args: argparse.Namespace) -> None:
     from .pipeline import run_pipeline
-
-    from .readers import parse_weights
 
     loop = TrainConfig(seed=args.seed, devices=args.devices, mixed_precision=PRECISIONS.get(args.mixed_precision))
     splits = _csv(args.splits)

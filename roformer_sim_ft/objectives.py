@@ -155,7 +155,7 @@ class _UniLMObjective(Objective):
     Under the UniLM mask the [CLS] vector sees only segment 0 (the possibly
     masked source), so the pooled vector is the source's encoding.
     ``target_logits_only`` (default) runs the MLM head (Dense, LayerNorm, the
-    tied 12000-word output) only on the positions the seq2seq loss scores,
+    tied output over the vocabulary) only on the positions the seq2seq loss scores,
     instead of on every position as the reference does: the same loss and
     gradients at a fraction of the head's cost. Its gathered shapes are
     dynamic, so under an XLA-compiled step (``prepare(jit_compile=True)``,

@@ -21,7 +21,7 @@ from .errors import NoDataFiles, RoformerSimError
 from .io import write_text_atomic
 from .model import SimModel, make_tokenizer
 from .objectives import DistillObjective, Stage1Objective, SupervisedObjective
-from .settings import DistillSettings, Stage1Settings, StageSettings, SupervisedSettings, TrainConfig
+from .settings import DistillSettings, Stage1Settings, StageSettings, SupervisedSettings, TrainConfig, parse_weights
 
 __all__ = ["pretrain", "supervised", "distill", "evaluate", "run_pipeline", "Evaluation",
            "Stage1Settings", "SupervisedSettings", "DistillSettings", "TrainConfig"]
@@ -146,7 +146,7 @@ def pretrain(
         pair_files, labeled_dir=labeled_dir, splits=settings.labeled_splits, maxlen=settings.maxlen,
         skip_bad_lines=settings.skip_bad_lines,
     )
-    weights = readers.parse_weights(settings.weights, len(pairs.sizes))
+    weights = parse_weights(settings.weights, len(pairs.sizes))
     _report(pairs.reports)
     print(f"stage-1 data: {len(pairs.groups)} groups of similar texts"
           + (f" from {len(pairs.sizes)} sources weighted {','.join(map(str, weights))}" if weights else ""))

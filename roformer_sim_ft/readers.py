@@ -29,7 +29,7 @@ __all__ = [
     "SentevalFile", "DataFiles", "SupervisedData", "DistillData",
     "task_spec", "task_from_filename", "cut_text",
     "read_senteval", "read_senteval_scored", "read_nli", "read_synonyms",
-    "find_data_files", "load_supervised_data", "positive_pairs", "load_distill_pairs", "parse_weights",
+    "find_data_files", "load_supervised_data", "positive_pairs", "load_distill_pairs",
     "sample_data_dir", "text_segmentate",
 ]
 
@@ -148,27 +148,14 @@ class SupervisedData:
 
 @dataclass
 class DistillData:
-    """Everything stage 1 and the distillation stage read: synonym groups and per-file reports.
-
-    ``sizes``: how many of ``groups`` (in order) each source gave: each pair
-    file, then the labelled folder; empty means one source. Batches weight
-    sources by it (:func:`parse_weights`).
-    """
+    """Everything stage 1 and distillation read: synonym groups, per-file reports, and
+    ``sizes``: how many of ``groups`` (in order) each source gave (each pair file, then
+    the labelled folder; empty: one source), for weighted interleaving."""
 
     groups: list[SynonymGroup]
     reports: list[FileReport]
     missing: list[str] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
-
-    def sources(self) -> list[list[SynonymGroup]]:
-        """``groups`` split by source (one source when ``sizes`` is empty)."""
-        if not self.sizes:
-            return [list(self.groups)]
-        out, start = [], 0
-        for size in self.sizes:
-            out.append(list(self.groups[start:start + size]))
-            start += size
-        return out
 
     @property
     def bad(self) -> int:
@@ -573,28 +560,6 @@ def load_distill_pairs(files: Iterable[PathLike] = (), *, labeled_dir: PathLike 
         raise RoformerSimError("no usable pairs in the data files: "
                                + "; ".join(r.summary() for r in reports))
     return DistillData(groups, reports, missing, sizes)
-
-
-def parse_weights(weights: str | Sequence[int] | None, sources: int) -> tuple[int, ...] | None:
-    """Interleaving weights of ``sources`` sources, given as ``"2,1,1"`` or a sequence of positive integers.
-
-    One weight per source (each pair file in order, then the labelled folder):
-    in every run of ``sum(weights)`` samples, source j gives ``weights[j]``, as
-    the reference's f1, f2, f1, f3 is ``2,1,1``. None stays None (all groups pooled).
-    """
-    if weights is None:
-        return None
-    items = [w.strip() for w in weights.split(",")] if isinstance(weights, str) else list(weights)
-    try:
-        values = tuple(int(w) for w in items)
-    except (TypeError, ValueError):
-        raise RoformerSimError(f"weights must be positive integers such as 2,1,1, got {weights!r}") from None
-    if any(str(v) != str(w).strip() for v, w in zip(values, items)) or any(v < 1 for v in values):
-        raise RoformerSimError(f"weights must be positive integers such as 2,1,1, got {weights!r}")
-    if len(values) != sources:
-        raise RoformerSimError(
-            f"{len(values)} weights for {sources} data sources (each pair file, then the labelled folder)")
-    return values
 
 
 def overlapping_files(first: Iterable[PathLike], second: Iterable[PathLike]) -> list[tuple[Path, Path]]:

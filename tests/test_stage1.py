@@ -17,6 +17,7 @@ from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.losses import SimilarityCrossEntropyLoss
 from roformer_sim_ft.model import SimModel
 from roformer_sim_ft.objectives import Stage1Objective
+from roformer_sim_ft.settings import parse_weights
 
 import tensorflow as tf  # noqa: E402  (after roformer_sim_ft)
 
@@ -227,12 +228,13 @@ def test_sources_and_weights_from_files(tmp_path):
     data = readers.load_distill_pairs([SYNONYMS / "sample.jsonl", SYNONYMS / "pairs.jsonl"],
                                       labeled_dir=readers.sample_data_dir())
     assert len(data.sizes) == 3 and sum(data.sizes) == len(data.groups)
-    assert [len(s) for s in data.sources()] == data.sizes
-    assert readers.parse_weights("2, 1,1", 3) == (2, 1, 1) and readers.parse_weights(None, 3) is None
+    stream = B.Stage1Batches.from_data(data, None, weights=(1, 1, 1), batch_size=8)
+    assert [len(s) for s in stream.sources] == data.sizes and stream.groups == data.groups
+    assert parse_weights("2, 1,1", 3) == (2, 1, 1) and parse_weights(None, 3) is None
     for bad, match in (("2,1", "2 weights for 3 data sources"), ("2,0,1", "positive integers"),
                        ("2,x,1", "positive integers"), ("1.5,1,1", "positive integers")):
         with pytest.raises(RoformerSimError, match=match):
-            readers.parse_weights(bad, 3)
+            parse_weights(bad, 3)
 
 
 def test_pretrain_cli_errors_are_one_line(tiny_checkpoint, tmp_path, capsys):
