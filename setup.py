@@ -21,5 +21,7 @@ setup(
     # bert4keras==0.11.5 is required too but must be installed with --no-deps
     # (its keras<=2.3.1 pin is obsolete): see the Makefile's install step.
     install_requires=[line for line in open("requirements.txt").read().splitlines() if line and not line.startswith("#")],
+    # In-graph tokenisation for the SavedModel's string signatures (export --format savedmodel).
+    extras_require={"serving": ["tensorflow-text==2.21.*"]},
     entry_points={"console_scripts": ["roformer-sim-ft=roformer_sim_ft.cli:main"]},
 )

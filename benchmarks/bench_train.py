@@ -9,7 +9,7 @@ by ``model.fit``. bert4keras's own AdamW does not run on TF2, so both sides use
 tf_keras AdamW (lr 2e-5, weight decay 0.01, epsilon 1e-6). Ours is
 ``training.train(SupervisedObjective, SupervisedBatches, TrainConfig)`` with the
 stage's default ``bucket=16`` (samples of 16 consecutive batches sorted by length
-and dealt out again; see ``data._Batches``); the ``ours-bucket1`` side samples
+and dealt out again; see ``batches._Batches``); the ``ours-bucket1`` side samples
 in the reference's order. ``--xla`` runs our step XLA-compiled with ``pad_to=16``
 (4 shapes to compile).
 
@@ -56,7 +56,8 @@ from bert4keras.models import build_transformer_model  # noqa: E402
 from bert4keras.snippets import DataGenerator, sequence_padding, truncate_sequences  # noqa: E402
 from bert4keras.tokenizers import Tokenizer  # noqa: E402
 
-from roformer_sim_ft import checkpoints, data as D, training  # noqa: E402
+from roformer_sim_ft import batches as B, checkpoints, readers as D, training  # noqa: E402
+from roformer_sim_ft.settings import DistillSettings, SupervisedSettings  # noqa: E402
 from roformer_sim_ft.objectives import DistillObjective, SupervisedObjective  # noqa: E402
 from roformer_sim_ft.pipeline import SupervisedSettings  # noqa: E402
 
@@ -348,10 +349,12 @@ def original_distill(ckpt: Path, groups: list[D.SynonymGroup], tokenizer, batch_
 
 
 # ------------------------------------------------------------------ ours
-def ours(objective_fn, batches_fn, steps: int, seed: int, jit_compile: bool, results: dict, key: str):
+def ours(objective_fn, batches_fn, steps: int, seed: int, jit_compile: bool, results: dict, key: str,
+         stage=SupervisedSettings):
     def run(turns: Turns, name: str) -> None:
         out = tempfile.mkdtemp(prefix=f"bench_train_{name}_")
         config = training.TrainConfig(out_dir=out, steps=steps, seed=seed, save_every=0, log_every=0,
+                                      learning_rate=stage.learning_rate, weight_decay=stage.weight_decay,
                                       show_progress=False, jit_compile=jit_compile)
         batches = batches_fn()
         turns.widths[name] += [batches.batch_at(i)[key].shape[1] for i in range(steps)]
@@ -402,6 +405,8 @@ def profile_step(ckpt: Path, batch_size: int, width: int, jit_compile: bool, top
             tf.profiler.experimental.stop()
 
     config = training.TrainConfig(out_dir=tempfile.mkdtemp(), steps=last, save_every=0, log_every=0,
+                                  learning_rate=SupervisedSettings.learning_rate,
+                                  weight_decay=SupervisedSettings.weight_decay,
                                   show_progress=False, jit_compile=jit_compile)
     training.train(SupervisedObjective(ckpt), Fixed(), config, on_step=on_step)
     space = xplane_pb2.XSpace()
@@ -479,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
               f"(warm-up {args.warmup}, then {args.rounds} turns of {args.block})")
 
         def batches():
-            return D.DistillBatches(groups, tokenizer, batch_size=batch_size, seed=args.seed, pad_to=pad_to)
+            return B.DistillBatches(groups, tokenizer, batch_size=batch_size, seed=args.seed, pad_to=pad_to)
 
         label = "ours-xla" if args.xla else "ours"
         # ours: the MLM head on the scored positions only (the default; not under XLA);
@@ -487,11 +492,11 @@ def main(argv: list[str] | None = None) -> None:
         sides = {
             "original": original_distill(ckpt, groups, tokenizer, batch_size, steps, args.seed),
             label: ours(lambda: DistillObjective(ckpt, ckpt), batches, steps,
-                        args.seed, args.xla, results, "student_token_ids"),
+                        args.seed, args.xla, results, "student_token_ids", DistillSettings),
         }
         if not args.xla:
             sides["ours-all-logits"] = ours(lambda: DistillObjective(ckpt, ckpt, target_logits_only=False), batches,
-                                            steps, args.seed, False, results, "student_token_ids")
+                                            steps, args.seed, False, results, "student_token_ids", DistillSettings)
         maker = batches()
         costs = data_costs({label: maker.batch_at}, 20)
         widths = [maker.batch_at(i)["student_token_ids"].shape[1] for i in range(20)]
@@ -505,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
               f"(warm-up {args.warmup}, then {args.rounds} turns of {args.block})")
 
         def batches(bucket=1):
-            return lambda: D.SupervisedBatches.from_data(data, tokenizer, batch_size=batch_size, seed=args.seed,
+            return lambda: B.SupervisedBatches.from_data(data, tokenizer, batch_size=batch_size, seed=args.seed,
                                                         pad_to=pad_to, bucket=bucket)
 
         label = "ours-xla" if args.xla else "ours"

@@ -56,7 +56,7 @@ sys.path.insert(0, str(REPO))
 from roformer_sim_ft import compat  # noqa: E402,F401  (selects tf_keras before TensorFlow loads)
 import tensorflow as tf  # noqa: E402
 
-from roformer_sim_ft import checkpoints, data, evaluation, pipeline, training  # noqa: E402
+from roformer_sim_ft import checkpoints, evaluation, pipeline, readers as data, training  # noqa: E402
 from roformer_sim_ft.model import SimModel  # noqa: E402
 
 # name -> (objective, features); the order is the report's

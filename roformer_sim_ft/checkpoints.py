@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -207,6 +207,16 @@ def _save_tensors(prefix: Path, weights: Mapping[str, np.ndarray]) -> None:
     )
 
 
+def write_config_vocab(folder: str | os.PathLike, config: Mapping, vocab: Sequence[str]) -> None:
+    """Write ``bert_config.json`` and ``vocab.txt`` into ``folder`` (a folder being built, not yet in place)."""
+    folder = Path(folder)
+    with open(folder / CONFIG_NAME, "w", encoding="utf-8") as f:
+        json.dump(dict(config), f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    with open(folder / VOCAB_NAME, "w", encoding="utf-8") as f:
+        f.write("\n".join(vocab) + "\n")
+
+
 def write_checkpoint(
     out_dir: str | os.PathLike,
     config: Mapping,
@@ -242,11 +252,7 @@ def write_checkpoint(
         (tmp / "checkpoint").write_text(
             f'model_checkpoint_path: "{CKPT_NAME}"\nall_model_checkpoint_paths: "{CKPT_NAME}"\n'
         )
-        with open(tmp / CONFIG_NAME, "w", encoding="utf-8") as f:
-            json.dump(dict(config), f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        with open(tmp / VOCAB_NAME, "w", encoding="utf-8") as f:
-            f.write("\n".join(vocab) + "\n")
+        write_config_vocab(tmp, config, vocab)
         reread = read_weights(tmp / CKPT_NAME, read_config(tmp / CONFIG_NAME))
         for name, value in to_save.items():
             if reread[name].dtype != np.float32 or not np.array_equal(reread[name], value):

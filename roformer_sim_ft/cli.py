@@ -5,12 +5,14 @@ Errors in user input (``RoformerSimError``) print one line and exit 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import RoformerSimError
+from .readers import DEFAULT_TASKS
+from .settings import EXPORT_FORMATS, PRECISIONS, DistillSettings, StageSettings, SupervisedSettings, TrainConfig
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int | None], str]] = {}
 
@@ -38,7 +40,6 @@ def _args_init(p: argparse.ArgumentParser) -> None:
 @command("init", "write a new random RoFormer-Sim checkpoint")(_args_init)
 def _run_init(args: argparse.Namespace) -> None:
     from . import checkpoints
-    from .model import SimModel
 
     vocab = checkpoints.builtin_vocab() if args.vocab == "builtin" else checkpoints.read_vocab(args.vocab)
     if Path(args.config).suffix == ".json" or Path(args.config).exists():
@@ -92,9 +93,8 @@ def _run_encode(args: argparse.Namespace) -> None:
 def _args_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (released layout)")
     p.add_argument("--out", required=True, help="output folder (replaced only if empty or an earlier export of the same format)")
-    p.add_argument("--format", default="ckpt", choices=("ckpt", "h5", "savedmodel", "hf"),
-                   help="ckpt: released TF1 layout (default); h5: Keras HDF5 weights for plain bert4keras; "
-                   "savedmodel: TF SavedModel with encode/similarity signatures; hf: transformers RoFormer + pooler")
+    p.add_argument("--format", default="ckpt", choices=tuple(EXPORT_FORMATS),
+                   help="; ".join(f"{name}: {what}" for name, what in EXPORT_FORMATS.items()))
 
 
 @command("export", "write a checkpoint as ckpt, h5, savedmodel or hf, verified against this model")(_args_export)
@@ -105,49 +105,64 @@ def _run_export(args: argparse.Namespace) -> None:
     print(f"wrote {result.path} ({result.format}; verified: {result.checked}; largest difference {result.max_diff:.2g})")
 
 
-def _add_loop_args(p: argparse.ArgumentParser, learning_rate: float, batch_size: int, bucket: int) -> None:
+def _default(cls, name: str):
+    """The default of a settings dataclass field: the one home of every default."""
+    return next(f.default for f in fields(cls) if f.name == name)
+
+
+def _add_loop_args(p: argparse.ArgumentParser, stage: type[StageSettings]) -> None:
+    loop = lambda name: _default(TrainConfig, name)  # noqa: E731
+    own = lambda name: _default(stage, name)  # noqa: E731
     g = p.add_argument_group("training loop")
     g.add_argument("--out", required=True, help="output folder: the trained model (released layout), run.json, training_state/")
-    g.add_argument("--steps", type=int, default=1000)
-    g.add_argument("--batch-size", type=int, default=batch_size, help=f"rows per batch (default {batch_size})")
-    g.add_argument("--bucket", type=int, default=bucket,
+    g.add_argument("--steps", type=int, default=loop("steps"))
+    g.add_argument("--batch-size", type=int, default=own("batch_size"), help=f"rows per batch (default {own('batch_size')})")
+    g.add_argument("--bucket", type=int, default=own("bucket"),
                    help=f"sort the samples of K consecutive batches by length and deal them out again: less padding, "
-                   f"faster steps; 1 batches in sampling order as the reference (default {bucket})")
+                   f"faster steps; 1 batches in sampling order as the reference (default {own('bucket')})")
     g.add_argument("--pad-to", type=int, default=None,
                    help="pad batch lengths up to a multiple of N (default 16 with --xla, else 1)")
-    g.add_argument("--learning-rate", "--lr", type=float, default=learning_rate)
-    g.add_argument("--weight-decay", type=float, default=0.01)
-    g.add_argument("--warmup-steps", type=int, default=0)
-    g.add_argument("--dropout", type=float, default=0.2)
-    g.add_argument("--maxlen", type=int, default=64)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--save-every", type=int, default=500, help="write training state every N steps (0: only at the end)")
+    g.add_argument("--learning-rate", "--lr", type=float, default=own("learning_rate"),
+                   help=f"(default {own('learning_rate')})")
+    g.add_argument("--weight-decay", type=float, default=own("weight_decay"))
+    g.add_argument("--warmup-steps", type=int, default=loop("warmup_steps"))
+    g.add_argument("--dropout", type=float, default=own("dropout_rate"),
+                   help="dropout of embeddings and hidden layers (bert4keras's dropout_rate)")
+    g.add_argument("--attention-dropout", type=float, default=own("attention_dropout_rate"),
+                   help="dropout on attention probabilities (default: the checkpoint config's attention_probs_dropout_prob)")
+    g.add_argument("--maxlen", type=int, default=own("maxlen"))
+    g.add_argument("--seed", type=int, default=loop("seed"))
+    g.add_argument("--save-every", type=int, default=loop("save_every"),
+                   help="write training state every N steps (0: only at the end)")
     g.add_argument("--eval-data", help="data folder whose senteval_cn files are evaluated periodically; the best model is kept")
     g.add_argument("--eval-split", default="valid")
     g.add_argument("--eval-every", type=int, default=0)
+    g.add_argument("--allow-eval-overlap", action="store_true",
+                   help="evaluate (and select the model) on files that are also training files")
     g.add_argument("--resume", action="store_true", help="continue from the latest state in --out")
     g.add_argument("--devices", type=int, help="MirroredStrategy over N devices (default: all GPUs, else one device)")
-    g.add_argument("--mixed-precision", choices=("fp16", "bf16"), help="mixed_float16 / mixed_bfloat16 (loss stays fp32)")
+    g.add_argument("--mixed-precision", choices=tuple(PRECISIONS), help="mixed_float16 / mixed_bfloat16 (loss stays fp32)")
     g.add_argument("--xla", action="store_true", help="compile the train step with XLA")
     g.add_argument("--skip-bad-lines", action="store_true", help="skip malformed data lines (counted per file) instead of stopping")
     g.add_argument("--no-progress", action="store_true")
 
 
-def _loop_config(args: argparse.Namespace):
-    from .training import TrainConfig
-
+def _loop_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         out_dir=args.out, steps=args.steps, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, seed=args.seed, save_every=args.save_every,
         eval_every=args.eval_every if args.eval_data else 0, resume=args.resume, devices=args.devices,
-        mixed_precision={"fp16": "mixed_float16", "bf16": "mixed_bfloat16", None: None}[args.mixed_precision],
-        jit_compile=args.xla, show_progress=False if args.no_progress else None,
+        mixed_precision=PRECISIONS.get(args.mixed_precision), jit_compile=args.xla,
+        show_progress=False if args.no_progress else None,
     )
 
 
-def _batching(args: argparse.Namespace) -> dict:
-    pad_to = args.pad_to if args.pad_to is not None else (16 if args.xla else 1)
-    return {"bucket": args.bucket, "pad_to": pad_to}
+def _stage_args(args: argparse.Namespace) -> dict:
+    """The StageSettings fields the loop flags set."""
+    return dict(batch_size=args.batch_size, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+                maxlen=args.maxlen, dropout_rate=args.dropout, attention_dropout_rate=args.attention_dropout,
+                skip_bad_lines=args.skip_bad_lines,
+                bucket=args.bucket, pad_to=args.pad_to if args.pad_to is not None else (16 if args.xla else 1))
 
 
 def _print_result(result) -> None:
@@ -163,27 +178,29 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="data folder: senteval_cn/<TASK>/<TASK>.<split>.data and cnsd/*/*.jsonl")
     p.add_argument("--pairs-file", action="append", default=[], help="extra senteval-format file (repeatable)")
     p.add_argument("--nli-file", action="append", default=[], help="extra CNSD-format jsonl (repeatable)")
-    p.add_argument("--tasks", default="ATEC,BQ,LCQMC,PAWSX,STS-B")
-    p.add_argument("--splits", default="train,valid", help="splits of --data to train on (the reference: train,valid)")
-    p.add_argument("--objective", default="concat", help="concat (the [u,v,|u-v|] classifier), cos-mse, cos-mse-pm1, cos-hinge")
-    p.add_argument("--features", default="u,v,|u-v|", help="feature set of the classifier: any of u, v, |u-v|, u*v")
-    p.add_argument("--heads", default="shared", choices=("shared", "separate"), help="one Dense(5) or Dense(2)+Dense(3)")
-    _add_loop_args(p, learning_rate=2e-5, batch_size=192, bucket=16)
+    p.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
+    splits = ",".join(_default(SupervisedSettings, "splits"))
+    p.add_argument("--splits", default=splits,
+                   help=f"splits of --data to train on (default {splits}; the reference: train,valid)")
+    p.add_argument("--objective", default=_default(SupervisedSettings, "objective"),
+                   help="concat (the [u,v,|u-v|] classifier), cos-mse, cos-mse-pm1, cos-hinge")
+    p.add_argument("--features", default=",".join(_default(SupervisedSettings, "features")),
+                   help="feature set of the classifier: any of u, v, |u-v|, u*v")
+    p.add_argument("--heads", default=_default(SupervisedSettings, "heads"), choices=("shared", "separate"),
+                   help="one Dense(5) or Dense(2)+Dense(3)")
+    _add_loop_args(p, SupervisedSettings)
 
 
 @command("train", "supervised stage: fine-tune an encoder on labelled pairs and NLI")(_args_train)
-def _run_train(args: argparse.Namespace) -> None:
-    from .pipeline import SupervisedSettings, supervised
+def _run_train(args: argparse.Namespace) -> int:
+    from .pipeline import supervised
 
     if not args.data and not args.pairs_file and not args.nli_file:
         raise RoformerSimError("give --data DIR or --pairs-file/--nli-file")
-    settings = SupervisedSettings(
-        objective=args.objective, features=args.features, heads=args.heads, batch_size=args.batch_size,
-        maxlen=args.maxlen, dropout_rate=args.dropout, tasks=_csv(args.tasks), splits=_csv(args.splits),
-        skip_bad_lines=args.skip_bad_lines, **_batching(args),
-    )
+    settings = SupervisedSettings(objective=args.objective, features=args.features, heads=args.heads,
+                                  tasks=_csv(args.tasks), splits=_csv(args.splits), **_stage_args(args))
     result = supervised(args.checkpoint, _loop_config(args), args.data, args.pairs_file, args.nli_file, settings,
-                        eval_dir=args.eval_data, eval_split=args.eval_split)
+                        eval_dir=args.eval_data, eval_split=args.eval_split, allow_eval_overlap=args.allow_eval_overlap)
     _print_result(result)
     return 130 if result.interrupted else 0
 
@@ -193,21 +210,19 @@ def _args_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--student", required=True, help="the UniLM RoFormer-Sim to distil into (the original, or `train`'s output)")
     p.add_argument("--pairs", action="append", default=[], help='jsonl of {"text","synonyms"} or {"text_a","text_b"} (repeatable)')
     p.add_argument("--from-labeled", help="use the positive pairs of a senteval_cn/CNSD data folder")
-    p.add_argument("--similarity-weight", type=float, default=100.0)
-    _add_loop_args(p, learning_rate=1e-5, batch_size=96, bucket=1)
+    p.add_argument("--similarity-weight", type=float, default=_default(DistillSettings, "similarity_weight"))
+    _add_loop_args(p, DistillSettings)
 
 
 @command("distill", "distillation stage: teach the UniLM student the teacher's similarities")(_args_distill)
-def _run_distill(args: argparse.Namespace) -> None:
-    from .pipeline import DistillSettings, distill
+def _run_distill(args: argparse.Namespace) -> int:
+    from .pipeline import distill
 
     if not args.pairs and not args.from_labeled:
         raise RoformerSimError("give --pairs FILE or --from-labeled DIR")
-    settings = DistillSettings(similarity_weight=args.similarity_weight, batch_size=args.batch_size,
-                               maxlen=args.maxlen, dropout_rate=args.dropout, skip_bad_lines=args.skip_bad_lines,
-                               **_batching(args))
+    settings = DistillSettings(similarity_weight=args.similarity_weight, **_stage_args(args))
     result = distill(args.teacher, args.student, _loop_config(args), args.pairs, args.from_labeled, settings,
-                     eval_dir=args.eval_data, eval_split=args.eval_split)
+                     eval_dir=args.eval_data, eval_split=args.eval_split, allow_eval_overlap=args.allow_eval_overlap)
     _print_result(result)
     return 130 if result.interrupted else 0
 
@@ -216,7 +231,7 @@ def _args_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", help="data folder with senteval_cn/<TASK>/<TASK>.<split>.data")
     p.add_argument("--split", default="test")
-    p.add_argument("--tasks", default="ATEC,BQ,LCQMC,PAWSX,STS-B")
+    p.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
     p.add_argument("--json", help="write the numbers, checkpoint and data fingerprints here")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--probes", action="store_true", help="also print the post's ten probe pairs beside the published values")
@@ -242,41 +257,45 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 
 def _args_pipeline(p: argparse.ArgumentParser) -> None:
+    sup, dis = (lambda name: _default(SupervisedSettings, name)), (lambda name: _default(DistillSettings, name))
     p.add_argument("--checkpoint", required=True, help="a released RoFormer-Sim checkpoint")
     p.add_argument("--data", required=True, help="labelled data folder (senteval_cn/, cnsd/)")
     p.add_argument("--out", required=True, help="OUT/supervised, OUT/distilled, OUT/export, OUT/evaluation.json")
     p.add_argument("--pairs", action="append", default=[], help="extra distillation pairs (jsonl)")
+    p.add_argument("--splits", default=",".join(sup("splits")), help="training splits of --data (both stages)")
     p.add_argument("--eval-data", help="folder evaluated at the end (default: --data)")
-    p.add_argument("--eval-split", default="valid")
-    p.add_argument("--supervised-steps", type=int, default=1000)
-    p.add_argument("--distill-steps", type=int, default=1000)
-    p.add_argument("--supervised-batch-size", type=int, default=192)
-    p.add_argument("--distill-batch-size", type=int, default=96)
-    p.add_argument("--supervised-bucket", type=int, default=16, help="length bucketing of the supervised stage (1: off)")
-    p.add_argument("--distill-bucket", type=int, default=1, help="length bucketing of distillation (default off: "
+    p.add_argument("--eval-split", default="valid", help="must not be a training split (see --allow-eval-overlap)")
+    p.add_argument("--allow-eval-overlap", action="store_true", help="evaluate on files that are also training files")
+    p.add_argument("--supervised-steps", type=int, default=_default(TrainConfig, "steps"))
+    p.add_argument("--distill-steps", type=int, default=_default(TrainConfig, "steps"))
+    p.add_argument("--supervised-batch-size", type=int, default=sup("batch_size"))
+    p.add_argument("--distill-batch-size", type=int, default=dis("batch_size"))
+    p.add_argument("--supervised-bucket", type=int, default=sup("bucket"), help="length bucketing of the supervised stage (1: off)")
+    p.add_argument("--distill-bucket", type=int, default=dis("bucket"), help="length bucketing of distillation (default off: "
                    "it changes which rows the similarity matrix compares)")
-    p.add_argument("--supervised-lr", type=float, default=2e-5)
-    p.add_argument("--distill-lr", type=float, default=1e-5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--supervised-lr", type=float, default=sup("learning_rate"))
+    p.add_argument("--distill-lr", type=float, default=dis("learning_rate"))
+    p.add_argument("--seed", type=int, default=_default(TrainConfig, "seed"))
     p.add_argument("--devices", type=int)
-    p.add_argument("--mixed-precision", choices=("fp16", "bf16"))
+    p.add_argument("--mixed-precision", choices=tuple(PRECISIONS))
     p.add_argument("--synonyms-of", action="append", default=[], help="print gen_synonyms of this text at the end")
 
 
 @command("pipeline", "supervised stage, distillation, export and evaluation in one run")(_args_pipeline)
 def _run_pipeline(args: argparse.Namespace) -> None:
-    from .pipeline import DistillSettings, SupervisedSettings, run_pipeline
-    from .training import TrainConfig
+    from .pipeline import run_pipeline
 
-    precision = {"fp16": "mixed_float16", "bf16": "mixed_bfloat16", None: None}[args.mixed_precision]
-    common = dict(seed=args.seed, devices=args.devices, mixed_precision=precision, save_every=500)
+    loop = TrainConfig(seed=args.seed, devices=args.devices, mixed_precision=PRECISIONS.get(args.mixed_precision))
+    splits = _csv(args.splits)
     run_pipeline(
         args.checkpoint, args.data, args.out,
-        TrainConfig(out_dir="", steps=args.supervised_steps, learning_rate=args.supervised_lr, **common),
-        TrainConfig(out_dir="", steps=args.distill_steps, learning_rate=args.distill_lr, **common),
-        SupervisedSettings(batch_size=args.supervised_batch_size, bucket=args.supervised_bucket),
-        DistillSettings(batch_size=args.distill_batch_size, bucket=args.distill_bucket),
+        replace(loop, steps=args.supervised_steps), replace(loop, steps=args.distill_steps),
+        SupervisedSettings(batch_size=args.supervised_batch_size, bucket=args.supervised_bucket,
+                           learning_rate=args.supervised_lr, splits=splits),
+        DistillSettings(batch_size=args.distill_batch_size, bucket=args.distill_bucket,
+                        learning_rate=args.distill_lr, labeled_splits=splits),
         pair_files=args.pairs, eval_dir=args.eval_data, eval_split=args.eval_split, synonyms_of=args.synonyms_of,
+        allow_eval_overlap=args.allow_eval_overlap,
     )
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import sys
 
-if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+from . import _TF_LOADED_WITH_KERAS3
+
+if _TF_LOADED_WITH_KERAS3:
     raise ImportError(
         "roformer_sim_ft must be imported before tensorflow (or set TF_KERAS=1 and "
         "TF_USE_LEGACY_KERAS=1 in the environment): tensorflow was already imported "

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import checkpoints, data
-from .pipeline import DistillSettings, SupervisedSettings, run_pipeline
-from .training import TrainConfig
+from . import checkpoints, readers
+from .pipeline import run_pipeline
+from .settings import DistillSettings, SupervisedSettings, TrainConfig
 
 SYNONYMS_OF = ("今天天气不错", "我喜欢北京", "给我推荐一款红色的车")
 
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
-    sample = data.sample_data_dir()
+    sample = readers.sample_data_dir()
     vocab = checkpoints.builtin_vocab()
     config = checkpoints.preset_config(args.preset, len(vocab))
     init_dir = out / "init"
@@ -48,10 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         init_dir,
         sample,
         out,
-        TrainConfig(out_dir="", steps=args.supervised_steps, learning_rate=1e-3, **common),
-        TrainConfig(out_dir="", steps=args.distill_steps, learning_rate=5e-4, **common),
-        SupervisedSettings(batch_size=32),
-        DistillSettings(batch_size=16),
+        TrainConfig(steps=args.supervised_steps, **common),
+        TrainConfig(steps=args.distill_steps, **common),
+        # A tiny model from random weights learns at a far higher rate than a released one is fine-tuned at.
+        SupervisedSettings(batch_size=32, learning_rate=1e-3),
+        DistillSettings(batch_size=16, learning_rate=5e-4),
         pair_files=[sample / "synonyms" / "sample.jsonl"],
         eval_split="valid",
         synonyms_of=SYNONYMS_OF,

@@ -8,3 +8,7 @@ line, or the variable and both shapes. The CLI prints that line and exits 2.
 
 class RoformerSimError(Exception):
     """Bad input: a malformed data line, a missing or mismatched checkpoint file, a bad argument."""
+
+
+class NoDataFiles(RoformerSimError):
+    """A data folder holds none of the files looked for (callers may offer a hint, e.g. another split)."""

@@ -25,8 +25,8 @@ import numpy as np
 from scipy import stats
 
 from .errors import RoformerSimError
+from .readers import DEFAULT_TASKS as TASKS, find_data_files, read_senteval_scored
 
-TASKS = ("ATEC", "BQ", "LCQMC", "PAWSX", "STS-B")
 Row = tuple[str, str, float]
 ScoreFn = Callable[[Sequence[tuple[str, str]]], Sequence[float]]
 
@@ -213,11 +213,10 @@ def load_eval_tasks(data_dir: str | os.PathLike, split: str = "valid", tasks: Se
                     skip_bad_lines: bool = False) -> EvalTasks:
     """Read ``senteval_cn/<TASK>/<TASK>.<split>.data`` per task, keeping float scores.
 
-    Uses the project's readers (:func:`data.find_data_files`,
-    :func:`data.read_senteval_scored`), so the bad-line policy is the training
+    Uses the project's readers (:func:`readers.find_data_files`,
+    :func:`readers.read_senteval_scored`), so the bad-line policy is the training
     one. A task without a file is listed in ``missing`` and skipped.
     """
-    from .data import find_data_files, read_senteval_scored
 
     found = find_data_files(data_dir, tasks=tasks, splits=[split], optional_tasks=(), nli=False)
     out = EvalTasks(rows={}, files=[], missing=[])

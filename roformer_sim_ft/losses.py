@@ -23,9 +23,9 @@ from . import compat  # noqa: F401  (selects tf_keras before TensorFlow loads)
 import tensorflow as tf  # noqa: E402
 
 from .errors import RoformerSimError  # noqa: E402
+from .settings import DEFAULT_FEATURES  # noqa: E402
 
 FEATURES = ("u", "v", "|u-v|", "u*v")
-DEFAULT_FEATURES = ("u", "v", "|u-v|")
 _NEG_INF = 1e12  # the reference subtracts 1e12 from masked logits
 
 

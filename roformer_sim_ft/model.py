@@ -59,6 +59,17 @@ def _progress(iterable, total: int, show: bool | None, desc: str):
 class SimModel:
     """A RoFormer-Sim model: encoder for similarity, UniLM head for generation.
 
+    Args:
+        config: bert_config.json as a dict.
+        vocab: the tokens, one per id.
+        weights: by checkpoint variable name (None: bert4keras's initial values).
+        dropout_rate: hidden and embedding dropout (None: the config's hidden_dropout_prob).
+        attention_dropout_rate: dropout on the attention probabilities (None: the
+            config's attention_probs_dropout_prob), set apart from ``dropout_rate``
+            as in bert4keras.
+        maxlen: tokens per encoded text.
+
+    Example:
     >>> model = SimModel.load("checkpoints/chinese_roformer-sim-char-ft_L-6_H-384_A-6")
     >>> model.similarity("今天天气不错", "今天天气很好")
     """
@@ -70,6 +81,7 @@ class SimModel:
         weights: Mapping[str, np.ndarray] | None = None,
         *,
         dropout_rate: float | None = None,
+        attention_dropout_rate: float | None = None,
         maxlen: int = MAXLEN,
     ) -> None:
         self.config = dict(config)
@@ -81,9 +93,13 @@ class SimModel:
         self.maxlen = maxlen
         self.tokenizer = make_tokenizer(self.vocab)
         build_args = {k: self.config[k] for k in _BUILD_KEYS if k in self.config}
+        # As bert4keras's build_transformer_model: a rate not given comes from the
+        # config (hidden_dropout_prob, attention_probs_dropout_prob). The reference
+        # stages pass dropout_rate=0.2 only, so their attention dropout stays 0.1.
         if dropout_rate is not None:
             build_args["dropout_rate"] = dropout_rate
-            build_args["attention_dropout_rate"] = dropout_rate
+        if attention_dropout_rate is not None:
+            build_args["attention_dropout_rate"] = attention_dropout_rate
         self.transformer = build_transformer_model(
             None,
             None,

@@ -63,6 +63,8 @@ class SupervisedObjective(Objective):
     cosine losses (``cos-mse``, ``cos-mse-pm1``, ``cos-hinge``), which train the
     encoder directly. Only the encoder is saved, with the input checkpoint's
     MLM weights carried over so the distillation stage can start from it.
+    ``dropout_rate`` is the hidden dropout (the reference's 0.2); attention
+    dropout stays the config's unless ``attention_dropout_rate`` is given.
     """
 
     name = "supervised"
@@ -75,6 +77,7 @@ class SupervisedObjective(Objective):
         heads: str = "shared",
         dropout_rate: float = 0.2,
         seed: int = 0,
+        attention_dropout_rate: Optional[float] = None,
     ) -> None:
         if objective not in SUPERVISED_OBJECTIVES:
             raise RoformerSimError(f"unknown objective {objective!r}; choose from {', '.join(SUPERVISED_OBJECTIVES)}")
@@ -84,10 +87,13 @@ class SupervisedObjective(Objective):
         self.checkpoint, self.objective, self.heads = checkpoint, objective, heads
         self.features = losses.parse_features(features)
         self.dropout_rate, self.seed = dropout_rate, seed
+        self.attention_dropout_rate = attention_dropout_rate
         self.head_layers: list = []
 
     def build(self) -> None:
-        self.model = SimModel.load(self.checkpoint, dropout_rate=self.dropout_rate)
+        self.model = SimModel.load(
+            self.checkpoint, dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate
+        )
         if self.objective != "concat":
             self._cosine = losses.COSINE_LOSSES[self.objective]()
             return
@@ -142,6 +148,7 @@ class DistillObjective(Objective):
     gradients at a fraction of the head's cost. Its gathered shapes are
     dynamic, so under an XLA-compiled step (``prepare(jit_compile=True)``,
     called by the training loop) the reference's all-position head is used.
+    Dropout as in :class:`SupervisedObjective` (student only).
     """
 
     name = "distill"
@@ -154,11 +161,12 @@ class DistillObjective(Objective):
         similarity_weight: float = 100.0,
         dropout_rate: float = 0.2,
         target_logits_only: bool = True,
+        attention_dropout_rate: Optional[float] = None,
     ) -> None:
         checkpoints.resolve(teacher)
         checkpoints.resolve(student)
         self.teacher_path, self.student_path = teacher, student
-        self.dropout_rate = dropout_rate
+        self.dropout_rate, self.attention_dropout_rate = dropout_rate, attention_dropout_rate
         self.target_logits_only = target_logits_only
         self._seq2seq = losses.Seq2SeqLoss()
         self._similarity = losses.SimilarityMatrixLoss(similarity_weight)
@@ -170,7 +178,9 @@ class DistillObjective(Objective):
     def build(self) -> None:
         self.teacher = SimModel.load(self.teacher_path)
         self.teacher.encoder.trainable = False
-        self.model = SimModel.load(self.student_path, dropout_rate=self.dropout_rate)
+        self.model = SimModel.load(
+            self.student_path, dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate
+        )
         if self.teacher.vocab != self.model.vocab:
             raise RoformerSimError(
                 f"teacher {self.teacher_path} and student {self.student_path} have different vocabularies"

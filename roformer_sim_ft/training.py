@@ -1,7 +1,7 @@
-"""One training loop for both stages.
+"""One training loop for every stage.
 
 A stage is an :class:`~roformer_sim_ft.objectives.Objective` (models + loss of
-one batch) and a batch source from :mod:`roformer_sim_ft.data`; :func:`train`
+one batch) and a batch source from :mod:`roformer_sim_ft.batches`; :func:`train`
 runs any such pair: AdamW with decoupled weight decay, optional warmup, a
 progress bar, periodic evaluation keeping the best model, periodic training
 state written atomically (weights + optimizer + sampler position), ``resume``,
@@ -18,60 +18,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import signal
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
-
 from . import compat
 import tensorflow as tf
 from bert4keras.backend import keras
 
-from . import checkpoints
+from . import states
 from .errors import RoformerSimError
 from .io import write_text_atomic
+from .settings import StageSettings, TrainConfig
 
-STATE_DIR = "training_state"
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run (defaults: the reference's supervised stage)."""
-
-    out_dir: str
-    steps: int = 1000
-    learning_rate: float = 2e-5
-    weight_decay: float = 0.01
-    warmup_steps: int = 0
-    seed: int = 0
-    save_every: int = 500
-    keep_states: int = 2
-    eval_every: int = 0
-    log_every: int = 10
-    resume: bool = False
-    devices: Optional[int] = None
-    mixed_precision: Optional[str] = None  # None, "mixed_float16" or "mixed_bfloat16"
-    jit_compile: bool = False
-    show_progress: Optional[bool] = None
-
-    def validate(self) -> None:
-        if self.steps < 1:
-            raise RoformerSimError(f"steps must be at least 1, got {self.steps}")
-        if self.learning_rate <= 0:
-            raise RoformerSimError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.mixed_precision not in (None, "mixed_float16", "mixed_bfloat16"):
-            raise RoformerSimError(
-                f"mixed_precision must be mixed_float16 or mixed_bfloat16, got {self.mixed_precision!r}"
-            )
-        for name in ("save_every", "eval_every", "warmup_steps", "log_every"):
-            if getattr(self, name) < 0:
-                raise RoformerSimError(f"{name} must not be negative, got {getattr(self, name)}")
+STATE_DIR = states.STATE_DIR
+load_state_model = states.load_state_model
 
 
 @dataclass
@@ -109,7 +72,7 @@ def make_optimizer(config: TrainConfig):
     use the removed ``_set_hyper`` API, so this is tf_keras's AdamW."""
     optimizer = keras.optimizers.AdamW(
         learning_rate=WarmupConstant(config.learning_rate, config.warmup_steps),
-        weight_decay=config.weight_decay,
+        weight_decay=StageSettings.weight_decay if config.weight_decay is None else config.weight_decay,
         beta_1=0.9,
         beta_2=0.999,
         epsilon=1e-6,
@@ -162,37 +125,37 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _latest_state(out_dir: Path) -> Optional[Path]:
-    states = sorted((out_dir / STATE_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    states = [p for p in states if (p / "state.json").exists()]
-    return states[-1] if states else None
+@dataclass
+class _Run:
+    """What the loop works with: the stage, its optimizer and compiled step, the state to save."""
 
+    objective: Any
+    batches: Any
+    config: TrainConfig
+    out_dir: Path
+    strategy: tf.distribute.Strategy
+    train_step: Callable
+    step_var: tf.Variable
+    checkpoint: tf.train.Checkpoint
+    settings: dict
+    history: dict = field(default_factory=lambda: {"evaluations": [], "best": None, "losses": []})
 
-def _save_state(out_dir: Path, step: int, checkpoint: tf.train.Checkpoint, extra: dict, keep: int, model) -> Path:
-    """Write ``training_state/step-N`` through a temporary folder, then prune old ones.
+    def steps(self):
+        """Yield (losses, seconds waited for the batch) of one step after another, from the batches' position."""
+        dataset = self.batches.dataset()
+        if self.strategy.num_replicas_in_sync > 1:
+            dataset = self.strategy.experimental_distribute_dataset(dataset)
+        iterator = iter(dataset)
+        while True:
+            fetch = time.perf_counter()
+            batch = next(iterator)
+            waited = time.perf_counter() - fetch
+            yield self.train_step(batch), waited
 
-    The folder holds the checkpoint, ``state.json`` and the model's
-    ``bert_config.json`` and ``vocab.txt``, so :func:`load_state_model` (and
-    ``roformer-sim-ft export``) can rebuild the model from it alone."""
-    root = out_dir / STATE_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}.tmp-", dir=root))
-    try:
-        checkpoint.write(str(tmp / "ckpt"))
-        (tmp / checkpoints.CONFIG_NAME).write_text(json.dumps(model.config, indent=2), encoding="utf-8")
-        (tmp / checkpoints.VOCAB_NAME).write_text("\n".join(model.vocab) + "\n", encoding="utf-8")
-        (tmp / "state.json").write_text(json.dumps(extra, indent=2, ensure_ascii=False), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    states = sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    for old in states[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    def save(self, step: int) -> Path:
+        record = {"step": step, "sampler": self.batches.state(), "history": self.history, "settings": self.settings}
+        return states.save_state(self.out_dir, step, self.checkpoint, record, self.config.keep_states,
+                                 self.objective.model)
 
 
 def train(
@@ -216,13 +179,19 @@ def train(
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy(config.mixed_precision)
     try:
-        return _train(objective, batches, config, evaluator, on_step, settings or {}, out_dir)
+        run = _build(objective, batches, config, out_dir, settings or {})
+        if config.resume:
+            _restore(run)
+        result = _loop(run, evaluator, on_step)
+        _finish(run, result, evaluator)
+        return result
     finally:
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
 
 
-def _train(objective, batches, config, evaluator, on_step, settings, out_dir) -> TrainResult:
+def _build(objective, batches, config: TrainConfig, out_dir: Path, settings: dict) -> _Run:
+    """Models and optimizer inside the strategy's scope, and the compiled training step."""
     strategy = make_strategy(config.devices)
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
@@ -234,18 +203,6 @@ def _train(objective, batches, config, evaluator, on_step, settings, out_dir) ->
         scaling = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
         (optimizer.inner_optimizer if scaling else optimizer).build(variables)
     checkpoint = tf.train.Checkpoint(optimizer=optimizer, step=step_var, **objective.trackables())
-
-    history: dict[str, Any] = {"evaluations": [], "best": None, "losses": []}
-    if config.resume:
-        latest = _latest_state(out_dir)
-        if latest is None:
-            raise RoformerSimError(f"--resume: no training state in {out_dir / STATE_DIR}")
-        checkpoint.read(str(latest / "ckpt")).assert_existing_objects_matched()
-        saved = json.loads((latest / "state.json").read_text(encoding="utf-8"))
-        batches.restore(saved["sampler"])
-        history = saved["history"]
-        if int(step_var.numpy()) != saved["step"] or batches.position != saved["step"]:
-            raise RoformerSimError(f"{latest}: inconsistent training state (step {int(step_var.numpy())} vs {saved['step']})")
 
     def replica_step(batch):
         with compat.seeded_dropout(config.seed, step_var):
@@ -261,9 +218,7 @@ def _train(objective, batches, config, evaluator, on_step, settings, out_dir) ->
             # The token embedding's gradient is sparse (IndexedSlices); compiled by XLA,
             # AdamW's sparse update made a step 4-5x slower (docs/PERFORMANCE.md). Dense: same update.
             grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
-        optimizer.apply_gradients(
-            [(g, v) for g, v in zip(grads, variables) if g is not None]
-        )
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
         return {"loss": loss, **metrics}
 
     @tf.function(jit_compile=config.jit_compile, reduce_retracing=True)
@@ -272,29 +227,41 @@ def _train(objective, batches, config, evaluator, on_step, settings, out_dir) ->
         step_var.assign_add(1)
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in results.items()}
 
-    dataset = batches.dataset()
-    if replicas > 1:
-        dataset = strategy.experimental_distribute_dataset(dataset)
-    iterator = iter(dataset)
+    return _Run(objective, batches, config, out_dir, strategy, train_step, step_var, checkpoint, settings)
 
-    start = int(step_var.numpy())
-    show = config.show_progress if config.show_progress is not None else True
+
+def _restore(run: _Run) -> None:
+    """Continue from the latest training state of ``out_dir``: weights, optimizer, sampler, history."""
+    latest = states.latest_state(run.out_dir)
+    if latest is None:
+        raise RoformerSimError(f"--resume: no training state in {run.out_dir / STATE_DIR}")
+    run.checkpoint.read(str(latest / "ckpt")).assert_existing_objects_matched()
+    saved = states.read_record(latest)
+    run.batches.restore(saved["sampler"])
+    run.history = saved["history"]
+    if int(run.step_var.numpy()) != saved["step"] or run.batches.position != saved["step"]:
+        raise RoformerSimError(f"{latest}: inconsistent training state (step {int(run.step_var.numpy())} vs {saved['step']})")
+
+
+def _loop(run: _Run, evaluator, on_step) -> TrainResult:
+    """Steps until ``config.steps`` or a stop signal: log, evaluate, save states on schedule."""
+    config, history = run.config, run.history
+    start = int(run.step_var.numpy())
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=config.steps, initial=start, desc=objective.name, disable=not show, dynamic_ncols=True)
+    show = config.show_progress if config.show_progress is not None else True
+    bar = tqdm(total=config.steps, initial=start, desc=run.objective.name, disable=not show, dynamic_ncols=True)
     interrupted = False
     losses: dict[str, float] = {}
-    t0, done_here, waited = time.perf_counter(), 0, 0.0
+    t0, waited = time.perf_counter(), 0.0
+    step = start
+    stepper = run.steps()
     with _StopFlag() as stop:
-        step = start
         while step < config.steps:
-            fetch = time.perf_counter()
-            batch = next(iterator)
-            waited += time.perf_counter() - fetch
-            values = train_step(batch)
-            batches.advance(1)
+            values, wait = next(stepper)
+            waited += wait
+            run.batches.advance(1)
             step += 1
-            done_here += 1
             losses = {k: float(v.numpy()) for k, v in values.items()}
             if not all(math.isfinite(v) for v in losses.values()):
                 raise RoformerSimError(f"loss became non-finite at step {step}: {losses}")
@@ -305,67 +272,50 @@ def _train(objective, batches, config, evaluator, on_step, settings, out_dir) ->
             if on_step is not None:
                 on_step(step, losses)
             if evaluator is not None and config.eval_every and step % config.eval_every == 0:
-                _evaluate(objective, evaluator, step, history, out_dir, bar)
+                _evaluate(run, evaluator, step, bar)
             if stop.signal is not None:
                 interrupted = True
                 break
             if config.save_every and step % config.save_every == 0 and step < config.steps:
-                _save_state(out_dir, step, checkpoint, _state(step, batches, history, settings), config.keep_states, objective.model)
+                run.save(step)
+        if interrupted:  # still inside the handlers: a second signal during this save stops hard
+            path = run.save(step)
+            bar.write(f"interrupted at step {step}: state saved to {path}; continue with --resume")
     bar.close()
     elapsed = time.perf_counter() - t0
-    if interrupted:
-        path = _save_state(out_dir, step, checkpoint, _state(step, batches, history, settings), config.keep_states, objective.model)
-        print(f"interrupted at step {step}: state saved to {path}; continue with --resume")
-    else:
-        if evaluator is not None and (not history["evaluations"] or history["evaluations"][-1]["step"] != step):
-            _evaluate(objective, evaluator, step, history, out_dir, bar)
-        if evaluator is None or history["best"] is None:
-            objective.save(out_dir)
-        _save_state(out_dir, step, checkpoint, _state(step, batches, history, settings), config.keep_states, objective.model)
-    result = TrainResult(
+    return TrainResult(
         step=step,
         interrupted=interrupted,
         losses=losses,
         evaluations=history["evaluations"],
         best=history["best"],
-        steps_per_second=done_here / elapsed if elapsed > 0 else 0.0,
+        steps_per_second=(step - start) / elapsed if elapsed > 0 else 0.0,
         data_wait_seconds=waited,
     )
-    run = {"settings": settings, "config": asdict(config), "result": asdict(result), "losses": history["losses"]}
-    write_text_atomic(out_dir / "run.json", json.dumps(run, indent=2, ensure_ascii=False, default=str) + "\n")
-    return result
 
 
-def load_state_model(path: str | os.PathLike):
-    """The model of a training state: a ``training_state/step-N`` folder, or a
-    training output folder (its latest state). Optimizer and head are not needed."""
-    from .model import SimModel
-
-    path = Path(path)
-    if not (path / "state.json").exists():
-        latest = _latest_state(path)
-        if latest is None:
-            raise RoformerSimError(f"{path}: not a training state (no state.json, no {STATE_DIR}/step-N)")
-        path = latest
-    config = checkpoints.read_config(path / checkpoints.CONFIG_NAME)
-    vocab = checkpoints.read_vocab(path / checkpoints.VOCAB_NAME, config["vocab_size"])
-    model = SimModel(config, vocab)
-    tf.train.Checkpoint(model=model.model).read(str(path / "ckpt")).expect_partial()
-    return model
+def _finish(run: _Run, result: TrainResult, evaluator) -> None:
+    """Final evaluation and model (unless interrupted), the last state, and run.json."""
+    history = run.history
+    if not result.interrupted:
+        if evaluator is not None and (not history["evaluations"] or history["evaluations"][-1]["step"] != result.step):
+            _evaluate(run, evaluator, result.step, None)
+            result.best = history["best"]
+        if evaluator is None or history["best"] is None:
+            run.objective.save(run.out_dir)
+        run.save(result.step)
+    record = {"settings": run.settings, "config": asdict(run.config), "result": asdict(result), "losses": history["losses"]}
+    write_text_atomic(run.out_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def _state(step: int, batches, history: dict, settings: dict) -> dict:
-    return {"step": step, "sampler": batches.state(), "history": history, "settings": settings}
-
-
-def _evaluate(objective, evaluator, step: int, history: dict, out_dir: Path, bar) -> None:
+def _evaluate(run: _Run, evaluator, step: int, bar) -> None:
     """Evaluate the current model; save it to ``out_dir`` when it is the best so far."""
-    result = evaluator(objective.model)
+    result = evaluator(run.objective.model)
     metric = float(result.primary_metric)
-    record = {"step": step, "metric": metric, **result.as_dict()}
-    history["evaluations"].append(record)
-    best = history["best"]
+    run.history["evaluations"].append({"step": step, "metric": metric, **result.as_dict()})
+    best = run.history["best"]
     if math.isfinite(metric) and (best is None or metric > best["metric"]):
-        history["best"] = {"step": step, "metric": metric}
-        objective.save(out_dir)
-    bar.write(f"step {step}: eval {metric:.2f} (best {history['best']['metric'] if history['best'] else float('nan'):.2f})")
+        run.history["best"] = {"step": step, "metric": metric}
+        run.objective.save(run.out_dir)
+    line = f"step {step}: eval {metric:.2f} (best {run.history['best']['metric'] if run.history['best'] else float('nan'):.2f})"
+    (bar.write if bar is not None else print)(line)

@@ -111,10 +111,10 @@ def spread_checkpoint(tmp_path_factory, tiny_vocab, tiny_config) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_data():
-    """The bundled sample senteval_cn + CNSD data, read once."""
+    """The bundled sample senteval_cn (train and valid splits) + CNSD data, read once."""
     from roformer_sim_ft import data
 
-    return data.load_supervised_data(data.sample_data_dir())
+    return data.load_supervised_data(data.sample_data_dir(), splits=("train", "valid"))
 
 
 @pytest.fixture(scope="session")

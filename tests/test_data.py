@@ -209,7 +209,7 @@ def test_find_data_files_layout(tmp_path):
     write(root / "senteval_cn/BQ/BQ.trainx.data", GOOD)  # not a variant of 'train'
     write(root / "senteval_cn/SOHU21-SSB/SOHU21-SSB.train.data", GOOD)
     write(root / "cnsd/cnsd-snli/a.jsonl", nli_line())
-    found = D.find_data_files(root)
+    found = D.find_data_files(root, splits=("train", "valid"))
     names = sorted(f.path.name for f in found.senteval)
     assert names == ["ATEC.train.from_afqmc.data", "ATEC.train.partial.data", "ATEC.valid.data",
                      "BQ.train.data", "SOHU21-SSB.train.data"]
@@ -217,7 +217,7 @@ def test_find_data_files_layout(tmp_path):
     assert "senteval_cn/BQ/BQ.valid.data" in found.missing
     assert "senteval_cn/STS-B/STS-B.train.data" in found.missing
     assert not any("SOHU" in m for m in found.missing)
-    data = D.load_supervised_data(root)
+    data = D.load_supervised_data(root, splits=("train", "valid"))
     assert len(data.binary) == 5 and len(data.nli) == 1 and data.missing == found.missing
 
 
@@ -472,7 +472,7 @@ def test_shared_data_smoke(shared_data, real_vocab):
     from roformer_sim_ft.model import make_tokenizer
 
     tokenizer = make_tokenizer(real_vocab)
-    data = D.load_supervised_data(shared_data)  # strict: every line of the shared files is valid
+    data = D.load_supervised_data(shared_data, splits=("train", "valid"))  # strict: every line is valid
     names = {Path(r.path).name for r in data.reports}
     assert {"ATEC.train.partial.data", "ATEC.train.from_afqmc.data", "STS-B.valid.data"} <= names
     assert not any(n.startswith(("LCQMC.test", "ATEC.test")) for n in names)

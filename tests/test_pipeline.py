@@ -85,14 +85,22 @@ def test_train_cli_buckets_by_default_and_resume_keeps_the_setting(tiny_checkpoi
     assert json.loads((out / "run.json").read_text(encoding="utf-8"))["result"]["step"] == 3
 
 
-def test_batching_flags_per_stage():
-    from roformer_sim_ft.cli import _batching, build_parser
+def test_stage_flags_default_to_the_stage_settings():
+    from dataclasses import asdict
+
+    from roformer_sim_ft.cli import _loop_config, _stage_args, build_parser
+    from roformer_sim_ft.settings import DistillSettings, SupervisedSettings, TrainConfig
 
     common = ["--out", "o"]
     train = build_parser().parse_args(["train", "--checkpoint", "c", *common])
     distill = build_parser().parse_args(["distill", "--teacher", "t", "--student", "s", *common])
-    assert _batching(train) == {"bucket": pipeline.SupervisedSettings.bucket, "pad_to": 1} == {"bucket": 16, "pad_to": 1}
-    assert _batching(distill) == {"bucket": pipeline.DistillSettings.bucket, "pad_to": 1} == {"bucket": 1, "pad_to": 1}
+    for args, stage in ((train, SupervisedSettings()), (distill, DistillSettings())):
+        for name, value in _stage_args(args).items():
+            assert value == asdict(stage)[name], name
+        loop = _loop_config(args)
+        assert (loop.steps, loop.seed, loop.save_every) == (TrainConfig.steps, TrainConfig.seed, TrainConfig.save_every)
+    assert _stage_args(train)["learning_rate"] == 2e-5 and _stage_args(distill)["learning_rate"] == 1e-5
+    assert _stage_args(train)["bucket"] == 16 and _stage_args(distill)["bucket"] == 1
     xla = build_parser().parse_args(["train", "--checkpoint", "c", *common, "--xla", "--bucket", "4"])
-    assert _batching(xla) == {"bucket": 4, "pad_to": 16}
-    assert _batching(build_parser().parse_args(["train", "--checkpoint", "c", *common, "--xla", "--pad-to", "8"]))["pad_to"] == 8
+    assert (_stage_args(xla)["bucket"], _stage_args(xla)["pad_to"]) == (4, 16)
+    assert _stage_args(build_parser().parse_args(["train", "--checkpoint", "c", *common, "--xla", "--pad-to", "8"]))["pad_to"] == 8

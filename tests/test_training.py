@@ -63,7 +63,8 @@ def test_supervised_loss_falls(tiny_checkpoint, tiny_model, sample_data, tmp_pat
     few = data.SupervisedData(sample_data.binary[:8], sample_data.nli[:8], [], [])
     batches = data.SupervisedBatches.from_data(few, tiny_model.tokenizer, batch_size=16, seed=3)
     config = training.TrainConfig(out_dir=str(tmp_path / "out"), steps=40, learning_rate=3e-3, log_every=1, show_progress=False)
-    result = training.train(SupervisedObjective(tiny_checkpoint, dropout_rate=0.0), batches, config)
+    objective = SupervisedObjective(tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0)
+    result = training.train(objective, batches, config)
     losses = [r["loss"] for r in json.loads((tmp_path / "out/run.json").read_text())["losses"]]
     assert len(losses) == 40 and not result.interrupted
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
@@ -117,7 +118,7 @@ def test_cosine_objective_is_its_formula_and_falls(objective, tiny_checkpoint, t
     """The objective's loss of one batch is the post's formula over the encoder's pair cosines
     (NLI: entailment 1, contradiction 0, neutral left out); training on the batch lowers it."""
     batch = data.SupervisedBatches.from_data(sample_data, tokenizer, batch_size=16, seed=3).batch_at(0)
-    stage = SupervisedObjective(tiny_checkpoint, objective=objective, dropout_rate=0.0)
+    stage = SupervisedObjective(tiny_checkpoint, objective=objective, dropout_rate=0.0, attention_dropout_rate=0.0)
     stage.build()
     vectors = stage.model.encoder.predict([batch["token_ids"], batch["segment_ids"]], verbose=0).astype(np.float64)
     u, v = vectors[0::2], vectors[1::2]
@@ -161,7 +162,7 @@ def test_distillation_lowers_both_terms(spread_checkpoint, tiny_checkpoint, toke
     # A random tiny model at init std 0.02 maps every text to nearly the same vector; a teacher
     # drawn at std 1.0 has a spread similarity matrix, so the similarity term starts high.
     batch = data.DistillBatches(sample_groups, tokenizer, batch_size=8, seed=0).batch_at(0)
-    stage = DistillObjective(spread_checkpoint, tiny_checkpoint, dropout_rate=0.0)
+    stage = DistillObjective(spread_checkpoint, tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0)
     stage.build()
     before, after = _fit(stage, batch, steps=10, learning_rate=5e-3)
     assert before["similarity"] > 1.0, before
@@ -176,7 +177,8 @@ def test_target_only_logits_give_the_reference_loss_and_gradients(tiny_checkpoin
     assert 0 < batch["student_segment_ids"].sum() < batch["student_segment_ids"].size  # padding and both segments
     results = []
     for target_only in (True, False):
-        objective = DistillObjective(tiny_checkpoint, tiny_checkpoint, dropout_rate=0.0, target_logits_only=target_only)
+        objective = DistillObjective(tiny_checkpoint, tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0,
+                                     target_logits_only=target_only)
         objective.build()
         assert (objective._trunk is not None) == target_only
         with tf.GradientTape() as tape:
@@ -200,10 +202,11 @@ def test_xla_step_trains_like_the_plain_step(stage, tiny_checkpoint, tiny_model,
     for jit in (False, True):
         if stage == "supervised":
             batches = data.SupervisedBatches.from_data(sample_data, tiny_model.tokenizer, batch_size=8, seed=3, pad_to=16)
-            objective = SupervisedObjective(tiny_checkpoint, dropout_rate=0.0)
+            objective = SupervisedObjective(tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0)
         else:
             batches = data.DistillBatches(sample_groups, tiny_model.tokenizer, batch_size=8, seed=3, pad_to=16)
-            objective = DistillObjective(tiny_checkpoint, tiny_checkpoint, dropout_rate=0.0)  # XLA: all positions
+            # XLA: all positions
+            objective = DistillObjective(tiny_checkpoint, tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0)
         out = tmp_path / f"jit{jit}"
         config = training.TrainConfig(out_dir=str(out), steps=3, learning_rate=1e-3, save_every=0,
                                       show_progress=False, jit_compile=jit)
@@ -264,10 +267,10 @@ def test_mixed_precision_matches_fp32_and_trains(policy, tolerance, spread_check
     pairs = [g for g in sample_groups if len(g.texts) == 2][:4]
     # 4 two-text groups, no masking, batch 8 (each pair both ways): every batch holds the same rows
     batches = data.DistillBatches(pairs, tokenizer, batch_size=8, seed=0, source_mask_prob=0.0)
-    reference = DistillObjective(spread_checkpoint, tiny_checkpoint, dropout_rate=0.0)
+    reference = DistillObjective(spread_checkpoint, tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0)
     reference.build()
     fp32 = float(reference.loss(_tensors(batches.batch_at(0)), training=False)[0])
-    stage = DistillObjective(spread_checkpoint, tiny_checkpoint, dropout_rate=0.0)
+    stage = DistillObjective(spread_checkpoint, tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0)
     config = training.TrainConfig(out_dir=str(tmp_path), steps=6, learning_rate=1e-2, mixed_precision=policy,
                                   log_every=1, show_progress=False)
     losses = []

@@ -1,0 +1,149 @@
+"""Every default of the package, in one place: the training loop's and each stage's.
+
+Plain dataclasses, no TensorFlow: the command line builds its flags and help
+from these defaults, the stage functions of :mod:`roformer_sim_ft.pipeline`
+read them, and nothing else repeats them. Stage values are the reference
+scripts' (ZhuiyiTechnology/roformer-sim ``train/supervised.py``,
+``train/stage2.py``); docs/FIDELITY.md lists where this package differs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Optional, Sequence
+
+from .errors import RoformerSimError
+from .readers import DEFAULT_SPLITS, DEFAULT_TASKS, MAXLEN
+
+# The classifier's features of a pair of pooled vectors (Sentence-BERT's best set).
+DEFAULT_FEATURES: tuple[str, ...] = ("u", "v", "|u-v|")
+
+# Short names of the mixed-precision policies (CLI --mixed-precision) and the Keras policies they select.
+PRECISIONS: dict[str, str] = {"fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
+
+# Export formats and what each writes (``roformer-sim-ft export --format``).
+EXPORT_FORMATS: dict[str, str] = {
+    "ckpt": "released TF1 layout (default)",
+    "h5": "Keras HDF5 weights for plain bert4keras",
+    "savedmodel": "TF SavedModel: encode/similarity on token ids, and on raw text with tensorflow-text",
+    "hf": "transformers RoFormer + pooler (safetensors)",
+}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the training loop, whatever the stage.
+
+    ``learning_rate`` and ``weight_decay`` left as None take the stage's own
+    values (its settings below, filled in by the stage functions); calling
+    :func:`~roformer_sim_ft.training.train` directly needs ``learning_rate``,
+    and ``weight_decay`` None is :class:`StageSettings`' value. Everything else
+    here is the loop's.
+    """
+
+    out_dir: str = ""  # the stage functions of pipeline.run_pipeline set it per stage
+    steps: int = 1000
+    learning_rate: Optional[float] = None
+    weight_decay: Optional[float] = None
+    warmup_steps: int = 0
+    seed: int = 0
+    save_every: int = 500
+    keep_states: int = 2
+    eval_every: int = 0
+    log_every: int = 10
+    resume: bool = False
+    devices: Optional[int] = None
+    mixed_precision: Optional[str] = None  # None, "mixed_float16" or "mixed_bfloat16"
+    jit_compile: bool = False
+    show_progress: Optional[bool] = None
+
+    def validate(self) -> None:
+        """One-line errors for values the loop cannot run with."""
+        if not self.out_dir:
+            raise RoformerSimError("out_dir is not set")
+        if self.steps < 1:
+            raise RoformerSimError(f"steps must be at least 1, got {self.steps}")
+        if self.learning_rate is None:
+            raise RoformerSimError("learning_rate is not set (the stage functions take it from the stage's settings)")
+        if not self.learning_rate > 0:
+            raise RoformerSimError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            raise RoformerSimError(f"weight_decay must not be negative, got {self.weight_decay}")
+        if self.mixed_precision not in (None, *PRECISIONS.values()):
+            raise RoformerSimError(
+                f"mixed_precision must be one of {', '.join(PRECISIONS.values())}, got {self.mixed_precision!r}"
+            )
+        for name in ("save_every", "eval_every", "warmup_steps", "log_every"):
+            if getattr(self, name) < 0:
+                raise RoformerSimError(f"{name} must not be negative, got {getattr(self, name)}")
+
+
+@dataclass
+class StageSettings:
+    """What every training stage sets: batch shape, optimiser values, dropout, batching.
+
+    ``dropout_rate`` is bert4keras's ``dropout_rate`` (embeddings and hidden
+    layers); attention dropout keeps the checkpoint config's
+    ``attention_probs_dropout_prob`` unless ``attention_dropout_rate`` is given,
+    as the reference. Batching: ``bucket=K`` sorts the samples of K consecutive
+    batches by length and deals them out again (less padding); ``pad_to=N``
+    rounds batch lengths up to a multiple of N (few shapes for an XLA step).
+    """
+
+    batch_size: int = 96
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.01
+    maxlen: int = MAXLEN
+    dropout_rate: float = 0.2
+    attention_dropout_rate: Optional[float] = None
+    bucket: int = 1
+    pad_to: int = 1
+    skip_bad_lines: bool = False
+
+    def validate(self) -> None:
+        """One-line errors for out-of-range values."""
+        for name in ("dropout_rate", "attention_dropout_rate"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise RoformerSimError(f"{name} must be in [0, 1), got {value}")
+        if not isinstance(self.maxlen, int) or self.maxlen < 2:
+            raise RoformerSimError(f"maxlen must be an integer >= 2, got {self.maxlen}")
+
+    def as_record(self) -> dict:
+        """The settings as JSON-ready values (for run.json)."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+
+@dataclass
+class SupervisedSettings(StageSettings):
+    """The supervised stage (defaults: train/supervised.py).
+
+    Length bucketing is on (``bucket=16``): the loss has no in-batch term, so
+    bucketing only regroups samples within 16 steps, keeping each batch's 1:1
+    binary/NLI mix (about 2x the steps/s, docs/PERFORMANCE.md; 1 = the
+    reference's order). ``splits`` are the training splits of the data folder:
+    the reference trains on train and valid.
+    """
+
+    batch_size: int = 192
+    learning_rate: float = 2e-5
+    bucket: int = 16
+    objective: str = "concat"
+    features: Sequence[str] = DEFAULT_FEATURES
+    heads: str = "shared"
+    tasks: Sequence[str] = DEFAULT_TASKS
+    splits: Sequence[str] = DEFAULT_SPLITS
+    thresholds: Optional[dict] = None
+
+
+@dataclass
+class DistillSettings(StageSettings):
+    """The distillation stage (defaults: train/stage2.py).
+
+    Bucketing stays off: the similarity matrix compares the rows of a batch,
+    so regrouping rows would change the objective.
+    """
+
+    batch_size: int = 96
+    learning_rate: float = 1e-5
+    similarity_weight: float = 100.0
+    labeled_splits: Sequence[str] = DEFAULT_SPLITS

@@ -1,0 +1,138 @@
+"""Raw-text serving: the in-graph tokenizer gives bert4keras's token ids, and the SavedModel's
+string signatures equal ``SimModel.encode`` / ``similarity`` in a process without our package."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from roformer_sim_ft import data, export as ex, graph_tokenizer
+from roformer_sim_ft.errors import RoformerSimError
+
+pytestmark = pytest.mark.skipif(
+    graph_tokenizer.unavailable_reason() is not None, reason=str(graph_tokenizer.unavailable_reason())
+)
+
+# Each line exercises one rule of bert4keras's Tokenizer (see graph_tokenizer's docstring).
+TRICKY = [
+    "Café naïve RÉSUMÉ ＡＢＣ全角 unaffable",  # lower-case, accents stripped, full-width kept (no NFKC)
+    "ΟΔΟΣ Σ İstanbul Straße ﬁne",  # final sigma, dotted I, ß and ligatures as str.lower
+    "a\u200bb\u200dc\ufeffd e\x00f\ufffdg h\x7fi",  # Cf/Cc, NUL and U+FFFD vanish inside a word
+    "x\u2028y\u2029z\x0bw\u3000v\xa0u\tt\nr",  # separators: Zs, \t\n, U+2028/9; \x0b is dropped
+    "§¶·•‰′″ a-b_c (1+1=2)? 100% 3.1415",  # punctuation each a word
+    "한국어 日本語 カタカナ ﾊﾝｶｸ \U00020000\U0002A700 🙂👍🏽",  # CJK ranges; other scripts as words
+    "a" * 200 + " " + "b" * 201 + " " + "é" * 150,  # word_maxlen 200 characters, not bytes
+    "今天天气不错" * 20,  # truncated to maxlen before [SEP]
+    "word " * 80,
+    "   ",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    import tensorflow as tf
+
+    graph = graph_tokenizer.GraphTokenizer(tiny_model.vocab, maxlen=tiny_model.maxlen)
+    return tf.function(graph, input_signature=[tf.TensorSpec([None], tf.string)])
+
+
+def _mismatches(tokenizer, reference, texts: list[str], maxlen: int = 64) -> list[str]:
+    got = tokenizer(np.array(texts, dtype=object)).numpy()
+    return [t for t, row in zip(texts, got) if [int(i) for i in row if i] != reference.encode(t, maxlen=maxlen)[0]]
+
+
+def test_ids_equal_bert4keras_on_sample_data_and_tricky_text(tokenizer, tiny_model):
+    sys.path.insert(0, str(ex.Path(__file__).resolve().parents[1] / "tools"))
+    from compare_graph_tokenizer import sentences, valid_files
+
+    texts = [t for path in valid_files(data.sample_data_dir()) for t in sentences(path)]
+    assert len(texts) > 300
+    texts += list(ex.VERIFY_TEXTS) + TRICKY
+    assert _mismatches(tokenizer, tiny_model.tokenizer, texts) == []
+    long = tokenizer(np.array(["今天天气不错" * 20], dtype=object)).numpy()
+    assert long.shape == (1, 64) and long[0, -1] == tiny_model.tokenizer._token_end_id
+
+
+def test_ids_equal_bert4keras_with_the_real_vocab_on_a_shared_valid_split(shared_data, real_vocab):
+    import tensorflow as tf
+
+    from roformer_sim_ft.model import make_tokenizer
+
+    sys.path.insert(0, str(ex.Path(__file__).resolve().parents[1] / "tools"))
+    from compare_graph_tokenizer import sentences
+
+    path = shared_data / "senteval_cn" / "STS-B" / "STS-B.valid.data"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    graph = graph_tokenizer.GraphTokenizer(real_vocab)
+    fn = tf.function(graph, input_signature=[tf.TensorSpec([None], tf.string)])
+    texts = sentences(path) + TRICKY
+    assert _mismatches(fn, make_tokenizer(real_vocab), texts) == []
+
+
+def test_duplicate_vocab_tokens_map_to_their_last_line_as_bert4keras(tiny_model):
+    from roformer_sim_ft.model import make_tokenizer
+
+    vocab = list(tiny_model.vocab)
+    vocab[-1] = "天"  # a second copy of a common character
+    graph = graph_tokenizer.GraphTokenizer(vocab)
+    assert _mismatches(graph, make_tokenizer(vocab), ["今天天气不错"]) == []
+
+
+@pytest.fixture(scope="module")
+def savedmodel(tmp_path_factory, tiny_model):
+    return ex.export_model(tiny_model, tmp_path_factory.mktemp("serving") / "sm", "savedmodel")
+
+
+def test_string_signatures_match_simmodel_in_plain_tensorflow(savedmodel, tiny_model, tmp_path):
+    assert "encode_text" in savedmodel.checked and savedmodel.max_diff <= ex.TOLERANCE["savedmodel"]
+    texts = list(ex.VERIFY_TEXTS) + ["我喜欢北京", "Café naïve RÉSUMÉ ＡＢＣ全角 unaffable", "今天天气不错" * 20]
+    (tmp_path / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+    script = """
+        import json, sys
+        import numpy as np, tensorflow as tf
+        import tensorflow_text  # noqa: F401  (registers the tokenizer ops)
+        loaded = tf.saved_model.load(sys.argv[1])
+        texts = tf.constant(json.load(open(sys.argv[2], encoding="utf-8")))
+        ids = loaded.signatures["tokenize_text"](text=texts)["token_ids"].numpy()
+        vectors = loaded.signatures["encode_text"](text=texts)["vectors"].numpy()
+        sims = loaded.signatures["similarity_text"](text_a=texts, text_b=texts[::-1])["similarity"].numpy()
+        assert np.allclose(loaded.encode_text(texts)["vectors"].numpy(), vectors, atol=1e-6)
+        assert not any(m.startswith(("roformer_sim_ft", "bert4keras", "tf_keras")) for m in sys.modules)
+        np.save(sys.argv[3], ids); np.save(sys.argv[4], vectors); np.save(sys.argv[5], sims)
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_KERAS", "TF_USE_LEGACY_KERAS", "PYTHONPATH")}
+    out = [tmp_path / f"{name}.npy" for name in ("ids", "vectors", "sims")]
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), str(savedmodel.path), str(tmp_path / "texts.json"), *map(str, out)],
+        env=env, capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(out[0]), ex.pad(tiny_model.tokenize(texts)))
+    ours = tiny_model.encode(texts)
+    np.testing.assert_allclose(np.load(out[1]), ours, atol=1e-5)
+    expected_sims = [tiny_model.similarity(a, b) for a, b in zip(texts, texts[::-1])]
+    np.testing.assert_allclose(np.load(out[2]), expected_sims, atol=1e-5)
+
+
+def test_without_tensorflow_text_the_id_signatures_are_still_written(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_text", None)
+    result = ex.export_model(tiny_model, tmp_path / "sm", "savedmodel")
+    assert "string signatures skipped: tensorflow_text is not installed" in result.checked
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(result.path))
+    assert set(loaded.signatures) == {"serving_default", "encode", "similarity"}
+
+
+def test_a_tokenizer_that_disagrees_fails_verification_and_writes_nothing(tiny_model, tmp_path, monkeypatch):
+    real = graph_tokenizer.GraphTokenizer
+    monkeypatch.setattr(graph_tokenizer, "GraphTokenizer", lambda vocab, maxlen: real(vocab, maxlen=5))
+    with pytest.raises(RoformerSimError, match="tokenize_text gives other token ids"):
+        ex.export_model(tiny_model, tmp_path / "sm", "savedmodel")
+    assert list(tmp_path.iterdir()) == []
