@@ -201,10 +201,10 @@ def test_xla_step_trains_like_the_plain_step(stage, tiny_checkpoint, tiny_model,
     trained = []
     for jit in (False, True):
         if stage == "supervised":
-            batches = data.SupervisedBatches.from_data(sample_data, tiny_model.tokenizer, batch_size=8, seed=3, pad_to=16)
+            batches = data.SupervisedBatches.from_data(sample_data, tiny_model.tokenizer, batch_size=8, seed=3, pad_to=64)
             objective = SupervisedObjective(tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0)
         else:
-            batches = data.DistillBatches(sample_groups, tiny_model.tokenizer, batch_size=8, seed=3, pad_to=16)
+            batches = data.DistillBatches(sample_groups, tiny_model.tokenizer, batch_size=8, seed=3, pad_to=64)
             # XLA: all positions
             objective = DistillObjective(tiny_checkpoint, tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0)
         out = tmp_path / f"jit{jit}"
