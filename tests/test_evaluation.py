@@ -125,7 +125,7 @@ def test_bad_lines_name_file_and_line_or_are_skipped(tmp_path, line, message):
         load_eval_tasks(tmp_path, "valid", ["ATEC"])
     assert f"{path}:2: {message}" in str(err.value) and "\n" not in str(err.value)
     data = load_eval_tasks(tmp_path, "valid", ["ATEC"], skip_bad_lines=True)
-    assert len(data.rows["ATEC"]) == 2 and data.skipped == {str(path): 1}
+    assert len(data.rows["ATEC"]) == 2 and {r.path: r.bad for r in data.reports if r.bad} == {str(path): 1}
 
 
 def test_stsb_keeps_float_scores_and_range(tmp_path):
@@ -143,7 +143,7 @@ def test_missing_data_folder_is_an_error(tmp_path):
 
 def test_reads_every_shared_valid_file_without_bad_lines(shared_data):
     data = load_eval_tasks(shared_data, "valid")
-    assert data.missing == [] and data.skipped == {}
+    assert data.missing == [] and not any(r.bad for r in data.reports)
     counts = {t: len(r) for t, r in data.rows.items()}
     assert counts == {"ATEC": 20000, "BQ": 10000, "LCQMC": 8802, "PAWSX": 2000, "STS-B": 1458}
     assert ("但“e”是粒子的磁荷，而 A 是电磁场的电矢势。", '鉴于 "e" 是粒子的电荷，A 是电磁场的磁矢势。', 0.0) in data.rows["PAWSX"]
