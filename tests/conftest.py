@@ -52,10 +52,12 @@ def assert_batches_equal():
 def shared_data() -> Path:
     """The real data folder (vocab/, senteval_cn/, cnsd/); skips when it is absent."""
     path = shared_data_dir()
+    how = f"lay shared/data beside the repository or set {SHARED_ENV}"
+    if not path.is_dir():
+        pytest.skip(f"real data folder {path} absent ({how})")
     missing = [p for p in ("vocab/vocab.txt", "senteval_cn", "cnsd") if not (path / p).exists()]
     if missing:
-        pytest.skip(f"real data folder incomplete: {', '.join(str(path / p) for p in missing)} absent "
-                    f"(lay shared/data beside the repository or set {SHARED_ENV})")
+        pytest.skip(f"real data folder {path} lacks {', '.join(missing)} ({how})")
     return path
 
 
