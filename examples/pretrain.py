@@ -14,14 +14,14 @@ from roformer_sim_ft.pipeline import pretrain
 from roformer_sim_ft.settings import Stage1Settings, TrainConfig
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
     parser.add_argument("out_dir")
     parser.add_argument("pairs", nargs="+")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--weights", type=lambda s: tuple(int(w) for w in s.split(",")))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     config = TrainConfig(out_dir=args.out_dir, steps=args.steps, save_every=500)
     # train/stage1.py's values: 96 rows (48 pairs, both directions), AdamW 1e-5 / 0.01, dropout 0.2, scale 20
     settings = Stage1Settings(batch_size=96, learning_rate=1e-5, weight_decay=0.01, dropout_rate=0.2,
@@ -31,7 +31,8 @@ def main() -> None:
     model = SimModel.load(args.out_dir)
     print(model.similarity("微信和支付宝哪个好？", "支付宝和微信哪个好用"))
     print(model.gen_synonyms("微信和支付宝哪个好？", n=20, k=5, seed=0))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
