@@ -275,8 +275,8 @@ def write_checkpoint(
     compared bit for bit with ``weights``; only then is the folder swapped in
     whole (:func:`roformer_sim_ft.outputs.swap_in`: a kill leaves the old or the
     new checkpoint, never a mix). An existing ``out_dir`` must be empty or an
-    earlier output of ours (a checkpoint or a training folder, whose other
-    entries are kept). On failure nothing that existed before is touched and
+    earlier checkpoint of ours, or the training folder this process is
+    training into (its other entries are kept). On failure nothing that existed before is touched and
     the temporary folder is removed.
     """
     out_dir = Path(out_dir)
@@ -293,7 +293,10 @@ def write_checkpoint(
                 f"variable {name} has shape {tuple(np.shape(weights[name]))} but the config needs {shape}"
             )
     outputs.recover(out_dir)
-    outputs.check_folder_target(out_dir, ("ckpt", "training"), "checkpoint")
+    if outputs.check_folder_target(out_dir, ("ckpt", "training"), "checkpoint") == "training" \
+            and not outputs.holds_lock(out_dir):
+        raise RoformerSimError(f"{out_dir}: holds a training run, whose model only its training writes; "
+                               "write this checkpoint into another folder")
     tmp = outputs.temp_dir_beside(out_dir)
     try:
         to_save = {name: np.asarray(weights[name], dtype=np.float32) for name in expected}

@@ -131,7 +131,7 @@ def check_folder_target(path: str | os.PathLike, formats: Sequence[str], what: s
         return None
     if not path.is_dir():
         raise RoformerSimError(f"{path}: exists and is not a folder")
-    entries = sorted(p.name for p in path.iterdir())
+    entries = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME)  # a lock alone: a run starting
     if not entries:
         return None
     format, _ = ownership(path)
@@ -234,6 +234,13 @@ def recover(target: str | os.PathLike) -> None:
 
 
 # ------------------------------------------------------------- lock
+_HELD: set[str] = set()  # folders whose FolderLock this process holds
+
+
+def holds_lock(folder: str | os.PathLike) -> bool:
+    """Whether this process holds the :class:`FolderLock` of ``folder`` (i.e. is training into it)."""
+    return os.path.realpath(folder) in _HELD
+
 class FolderLock:
     """An exclusive lock on an output folder (``flock`` on ``LOCK_NAME``, which holds the holder's pid).
 
@@ -273,10 +280,12 @@ class FolderLock:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode("ascii"))
         self._fd = fd
+        _HELD.add(os.path.realpath(self.path.parent))
         return self
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
+            _HELD.discard(os.path.realpath(self.path.parent))
             os.ftruncate(self._fd, 0)  # empty: released cleanly (a pid left behind marks a dead holder)
             os.close(self._fd)
             self._fd = None
