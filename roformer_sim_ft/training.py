@@ -293,6 +293,13 @@ RESUME_FIXED = ("stage", "objective", "features", "heads")
 RESUME_IGNORED = ("checkpoint", "data", "teacher", "student", "skip_bad_lines")
 
 
+_FLAGS = {"dropout_rate": "--dropout", "attention_dropout_rate": "--attention-dropout"}
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def _check_settings(run: _Run, state: Path, saved: dict) -> None:
     """One line naming the first setting that differs from the state's (seed and data fingerprint included)."""
     if "settings" not in saved:
@@ -302,20 +309,22 @@ def _check_settings(run: _Run, state: Path, saved: dict) -> None:
     for key in sorted(set(before) | set(now), key=lambda k: (k not in RESUME_FIXED, k)):
         if key in RESUME_IGNORED or json.dumps(before.get(key), default=str) == json.dumps(now.get(key), default=str):
             continue
-        flag = key.replace("_", "-")
+        b, n = _shown(before.get(key)), _shown(now.get(key))
         if key in RESUME_FIXED:
             raise RoformerSimError(
-                f"--resume: {state} was trained with {key} {before.get(key)!r}, now {now.get(key)!r}: "
-                "that is another model; start it in another --out"
+                f"--resume: {state} was trained with {key} {b}, not {n}: that is another model; start it in another --out"
             )
         if not run.config.allow_changed_settings:
-            what = "data (content fingerprint)" if key == "data_fingerprint" else f"--{flag}"
+            if key == "data_fingerprint":
+                raise RoformerSimError(
+                    f"--resume: {state} was saved on other data (content fingerprint {b}, now {n}): "
+                    "resume with the same data, or pass --allow-changed-settings"
+                )
             raise RoformerSimError(
-                f"--resume: {state} was saved with {what} {before.get(key)!r}, now {now.get(key)!r}: "
-                "resume with the same setting, or pass --allow-changed-settings"
+                f"--resume: {state} was saved with {key} {b}, not {n} (resume with the same setting: "
+                f"{_FLAGS.get(key, '--' + key.replace('_', '-'))} {b}), or pass --allow-changed-settings"
             )
-        print(f"note: --resume with {key} {now.get(key)!r} instead of {before.get(key)!r} (--allow-changed-settings)",
-              file=sys.stderr)
+        print(f"note: --resume with {key} {n} instead of {b} (--allow-changed-settings)", file=sys.stderr)
 
 
 def _restore(run: _Run) -> None:

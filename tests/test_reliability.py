@@ -254,24 +254,23 @@ def test_damaged_checkpoint_is_one_line(tiny_checkpoint, tiny_config, tmp_path, 
     assert str(ck) in err and ("unreadable" in err or "not a readable" in err)
 
 
-def test_resume_skips_a_damaged_latest_state(tiny_checkpoint, tiny_model, few, tmp_path, capsys):
-    full = _train(tiny_checkpoint, few, tiny_model.tokenizer, tmp_path / "full", steps=6)
+def test_resume_skips_damaged_states(tiny_checkpoint, tiny_model, few, tmp_path, capsys):
     out = tmp_path / "run"
-    _train(tiny_checkpoint, few, tiny_model.tokenizer, out, steps=4)  # states 2 and 4
-    os.truncate(next((out / "training_state/step-4").glob("ckpt.data-*")), 10)
+    _train(tiny_checkpoint, few, tiny_model.tokenizer, out, steps=6, keep_states=3)  # states 2, 4 and 6
+    os.truncate(next((out / "training_state/step-6").glob("ckpt.data-*")), 10)  # damaged weights
+    (out / "training_state/step-4/state.json").write_text("not json")  # an invalid record
     (out / "training_state/step-80.bak").mkdir()  # a stray copy
     (out / "training_state/step-80.bak/state.json").write_text("{")
-    (out / "training_state/.step-6.tmp-abc123").mkdir()  # left by a kill inside a save
+    (out / "training_state/.step-8.tmp-abc123").mkdir()  # left by a kill inside a save
     capsys.readouterr()
-    result = _train(tiny_checkpoint, few, tiny_model.tokenizer, out, steps=6, resume=True)
+    result = _train(tiny_checkpoint, few, tiny_model.tokenizer, out, steps=8, resume=True, keep_states=3)
     err = capsys.readouterr().err
-    assert "training state" in err and "step-4 is damaged" in err and "step-4.damaged" in err
-    assert "removed" in err and not (out / "training_state/.step-6.tmp-abc123").exists()
-    assert result.step == full.step == 6 and _same(_weights(out), _weights(tmp_path / "full"))
-    # an invalid state.json in the latest state: the same fallback
-    (out / "training_state/step-6/state.json").write_text("not json")
-    result = _train(tiny_checkpoint, few, tiny_model.tokenizer, out, steps=8, resume=True)
-    assert result.step == 8 and "step-6 is damaged" in capsys.readouterr().err
+    assert "training state" in err and "step-6 is damaged" in err and "step-4 is damaged" in err
+    assert (out / "training_state/step-6.damaged").is_dir() and (out / "training_state/step-4.damaged").is_dir()
+    assert "removed" in err and not (out / "training_state/.step-8.tmp-abc123").exists()
+    assert result.step == 8 and [p.name for p in states.list_states(out)] == ["step-2", "step-4", "step-6", "step-8"][-3:]
+    history = json.loads((out / "run.json").read_text())["losses"]
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6, 7, 8]  # continued from step 2's history
 
 
 # ------------------------------------------------------------ 9: resume bound to its settings
@@ -289,9 +288,9 @@ def test_resume_refuses_other_settings_seed_data_and_past_steps(tiny_checkpoint,
         return supervised(tiny_checkpoint, config, senteval_files=[pairs], nli_files=[nli], settings=settings)
 
     run(2)
-    with pytest.raises(RoformerSimError, match=r"--seed 0, now 3: resume with the same setting, or pass --allow-changed-settings"):
+    with pytest.raises(RoformerSimError, match=r"seed 0, not 3 \(resume with the same setting: --seed 0\), or pass --allow-changed-settings"):
         run(4, resume=True, seed=3)
-    with pytest.raises(RoformerSimError, match=r"objective 'concat', now 'cos-mse': that is another model"):
+    with pytest.raises(RoformerSimError, match=r"objective concat, not cos-mse: that is another model"):
         run(4, resume=True, settings=SupervisedSettings(batch_size=8, bucket=1, objective="cos-mse"))
     with pytest.raises(RoformerSimError, match=r"features"):
         run(4, resume=True, settings=SupervisedSettings(batch_size=8, bucket=1, features=("u", "v")))
@@ -300,7 +299,7 @@ def test_resume_refuses_other_settings_seed_data_and_past_steps(tiny_checkpoint,
     lines = pairs.read_text(encoding="utf-8").splitlines()
     swapped = [line[:-1] + ("1" if line.endswith("0") else "0") for line in lines[:2]] + lines[2:]
     pairs.write_text("\n".join(swapped) + "\n", encoding="utf-8")  # same size, other labels
-    with pytest.raises(RoformerSimError, match=r"data \(content fingerprint\)"):
+    with pytest.raises(RoformerSimError, match=r"saved on other data \(content fingerprint"):
         run(4, resume=True)
     assert run(4, resume=True, allow_changed_settings=True).step == 4
     assert "--allow-changed-settings" in capsys.readouterr().err
