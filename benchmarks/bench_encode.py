@@ -4,7 +4,7 @@ The original side is what ``test/retrieval.py`` of ZhuiyiTechnology/roformer-sim
 does, applied to a corpus: ``tokenizer.encode(t, maxlen=64)``, batches of 64 in
 input order, each padded to its own longest row by ``sequence_padding``, then
 ``encoder.predict([X, S])`` per batch. Ours is ``SimModel.encode`` (sort by
-length, one compiled ``_FastEncoder`` call per batch, input order restored);
+length, one compiled ``FastRoFormer.pooled_of`` call per batch, input order restored);
 ``ours-keras`` is the same sorting with the keras encoder (``fast=False``), to
 show what the sorting alone gives.
 
@@ -171,11 +171,9 @@ def _op_profile(fn, x, calls: int = 3, top: int = 8) -> tuple[float, list[tuple[
 
 def profile_shape(name: str, vocab: list[str], lengths=(16, 32), repeats: int = 4) -> None:
     """Where an encoder call's time goes: per-batch ms of each variant, bf16 matmuls, op profile."""
-    from roformer_sim_ft.model import _FastEncoder
-
     config = checkpoints.read_config(SHARED / "vocab" / SHAPES[name] / "bert_config.json")
     model = SimModel(config, vocab, checkpoints.init_weights(config, seed=0))
-    fast = _FastEncoder(model)
+    fast = model.fast_forward
     spec = tf.TensorSpec([None, None], tf.int32)
 
     def keras_encoder(t):
@@ -189,8 +187,8 @@ def profile_shape(name: str, vocab: list[str], lengths=(16, 32), repeats: int = 
         "predict": Predict(),
         "keras": tf.function(keras_encoder, input_signature=[spec]),
         "keras+XLA": tf.function(keras_encoder, jit_compile=True),
-        "fast": tf.function(fast.pooled, input_signature=[spec]),
-        "fast+XLA": tf.function(fast.pooled, jit_compile=True),
+        "fast": tf.function(fast.pooled_of, input_signature=[spec]),
+        "fast+XLA": tf.function(fast.pooled_of, jit_compile=True),
     }
     hidden, inner, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
     print(f"\n== profile {name}: one batch of 64 rows (lengths T/2..T), ms per call, variants alternated")

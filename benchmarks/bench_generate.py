@@ -93,7 +93,7 @@ def bench_shape(name: str, sentences: list[str], n: int, k: int, vocab: list[str
     warm, _ = timed(OriginalGenerator(model, maxlen=2).generate, "预热一下", 2)
     print(f"first call (tracing, not counted below): ours {first:.2f} s, original {warm:.2f} s")
 
-    # per-step cost of the original decoder at 10 samples, as quoted in issue 6; the second
+    # per-step cost of the original decoder at 10 samples; the second
     # run reuses the predict traces of the first (each new sequence length retraces once)
     probe, steps = sentences[len(sentences) // 2], 8
     tokens = len(model.tokenizer.encode(probe)[0])

@@ -148,7 +148,7 @@ def read_vocab(path: str | os.PathLike, vocab_size: int | None = None) -> list[s
 
 
 def expected_variables(config: Mapping) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of every variable of a released RoFormer-Sim checkpoint (REFERENCE.md)."""
+    """Names and shapes of every variable of a released RoFormer-Sim checkpoint (Google BERT names, no position embeddings)."""
     h, i, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
     t = config.get("type_vocab_size", 2)
     shapes: dict[str, tuple[int, ...]] = {

@@ -46,7 +46,9 @@ PROBES: list[tuple[str, str, float]] = [
 
 
 class Encoder(Protocol):
-    """Anything with sentence-transformers' ``encode`` (``SimModel`` has exactly this)."""
+    """Anything with ``encode(texts, batch_size=, normalize=, show_progress_bar=)`` returning [n, H],
+    as ``SimModel.encode``. (sentence-transformers' ``encode`` names its flag ``normalize_embeddings``:
+    wrap such a model in a small adapter to evaluate it here.)"""
 
     def encode(self, texts: Sequence[str], batch_size: int = ..., normalize: bool = ...,
                show_progress_bar: bool | None = ...) -> np.ndarray: ...
@@ -201,12 +203,7 @@ class EvalTasks:
     rows: dict[str, list[Row]]
     files: list[Path]
     missing: list[str]
-    reports: list[Any] = field(default_factory=list)  # data.FileReport per file (bad lines skipped)
-
-    @property
-    def skipped(self) -> dict[str, int]:
-        """Bad lines skipped per file (only files with some)."""
-        return {r.path: r.bad for r in self.reports if r.bad}
+    reports: list[Any] = field(default_factory=list)  # readers.FileReport per file (bad lines skipped)
 
 
 def load_eval_tasks(data_dir: str | os.PathLike, split: str = "valid", tasks: Sequence[str] = TASKS,

@@ -24,6 +24,7 @@ from bert4keras.tokenizers import Tokenizer
 
 from . import checkpoints
 from .errors import RoformerSimError
+from .forward import FastRoFormer
 
 MAXLEN = 64
 # bert_config.json keys that bert4keras does not take as constructor arguments.
@@ -125,11 +126,6 @@ class SimModel:
         config, vocab, weights = checkpoints.load_checkpoint(path)
         return cls(config, vocab, weights, **kwargs)
 
-    @classmethod
-    def init(cls, config: Mapping, vocab: Sequence[str], seed: int = 0, **kwargs) -> "SimModel":
-        """A new model with random weights (see ``checkpoints.init_weights``)."""
-        return cls(config, vocab, checkpoints.init_weights(config, seed), **kwargs)
-
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model in the released layout (atomic, verified)."""
         return checkpoints.write_checkpoint(path, self.config, self.vocab, self.get_weights())
@@ -185,14 +181,15 @@ class SimModel:
         return ids
 
     def _encode_batch(self, token_ids: np.ndarray, fast: bool = True) -> np.ndarray:
-        """Pooled vectors of one padded batch (segment ids 0): the fast forward pass
-        (:class:`_FastEncoder`) when ``fast`` and the layout allows, else ``self.encoder``."""
-        key = bool(fast) and self._fast_encoder() is not None
+        """Pooled vectors of one padded batch (segment ids 0): the plain-TF forward pass
+        (:meth:`FastRoFormer.pooled_of <roformer_sim_ft.forward.FastRoFormer.pooled_of>`)
+        when ``fast`` and the layout allows, else ``self.encoder``."""
+        key = bool(fast) and self.fast_forward is not None
         fn = self._encode_fns.get(key)
         if fn is None:
             spec = tf.TensorSpec([None, None], tf.int32)
             if key:
-                fn = tf.function(self._fast_encoder().pooled, input_signature=[spec])
+                fn = tf.function(self.fast_forward.pooled_of, input_signature=[spec])
             else:
 
                 @tf.function(input_signature=[spec])
@@ -202,11 +199,14 @@ class SimModel:
             self._encode_fns[key] = fn
         return fn(tf.constant(token_ids, tf.int32)).numpy()
 
-    def _fast_encoder(self) -> "_FastEncoder | None":
+    @property
+    def fast_forward(self) -> "FastRoFormer | None":
+        """This model's forward pass in plain TF ops over its live weights (encoding and cached
+        decoding use it), or None for a layout it does not cover (the keras model is used then)."""
         if self._fast is None:
             try:
-                self._fast = _FastEncoder(self)
-            except RoformerSimError:  # a layout the fast pass does not cover: keras path
+                self._fast = FastRoFormer(self)
+            except RoformerSimError:
                 self._fast = False
         return self._fast or None
 
@@ -221,7 +221,7 @@ class SimModel:
         """Pooled sentence vectors, shape [n, hidden] (or [hidden] for one string).
 
         Texts are sorted by length and batched so that padding is small; the
-        result is in input order. ``fast`` (default) runs :class:`_FastEncoder`,
+        result is in input order. ``fast`` (default) runs :attr:`fast_forward`,
         the same forward pass with less work (vectors equal to ``encoder.predict``
         within 1e-5, fp32); ``fast=False`` calls the keras ``encoder``.
         """
@@ -293,72 +293,6 @@ class SimModel:
         from . import generation
 
         return generation.gen_synonyms(self, text, n=n, k=k, seed=seed)
-
-
-class _FastEncoder:
-    """``SimModel.encoder`` (segment ids 0 → pooled vector) in plain TF ops over the
-    model's live keras variables, doing less work for the same result.
-
-    * Rotary pairs are de-interleaved: the q and k kernel columns of each head
-      are permuted (pairs (2j, 2j+1) → (j, j + d/2)). A common permutation of q
-      and k leaves every q·k unchanged, and rotating becomes a split and a
-      concat instead of bert4keras's stride-2 slices and stack, which took about
-      40% of a keras encoder call on this CPU (docs/PERFORMANCE.md).
-    * The last layer runs its query, attention output and feed-forward for
-      [CLS] only: the pooled vector depends on nothing else there.
-    * Padding is an additive -1e12 bias on [PAD] keys, as bert4keras's masking.
-
-    Differs from the keras encoder by float round-off only (tests: 1e-5).
-    """
-
-    def __init__(self, model: SimModel) -> None:
-        from .generation import FastRoFormer
-
-        self.base = FastRoFormer(model)  # layer references + layout check (raises RoformerSimError)
-        if self.base.head_size % 2:
-            raise RoformerSimError("rotary head size must be even")
-
-    def _rotary(self, length):
-        size = self.base.head_size
-        inverse = tf.pow(10000.0, -2 * tf.range(size // 2, dtype=tf.float32) / size)
-        angles = tf.cast(tf.range(length), tf.float32)[:, None] * inverse
-        cos, sin = tf.cos(angles), tf.sin(angles)
-        return tf.concat([cos, cos], -1)[None, :, None], tf.concat([-sin, sin], -1)[None, :, None]
-
-    def _deinterleave(self, w):
-        """Columns of each head (…, 2j, 2j+1, …) → (evens, odds): a reshape and transpose."""
-        heads, size = self.base.heads, self.base.head_size
-        shape = tf.shape(w)
-        w = tf.reshape(w, tf.concat([shape[:-1], [heads, size // 2, 2]], 0))
-        w = tf.transpose(w, [*range(w.shape.rank - 2), w.shape.rank - 1, w.shape.rank - 2])
-        return tf.reshape(w, shape)
-
-    def _rotated(self, x, layer, cos, sin):
-        kernel, bias = self._deinterleave(layer.kernel), self._deinterleave(layer.bias)
-        y = self.base._split(tf.tensordot(x, kernel, 1) + bias)
-        first, second = tf.split(y, 2, axis=-1)
-        return y * cos + tf.concat([second, first], -1) * sin
-
-    def pooled(self, tokens):
-        from .generation import _dense, _layer_norm
-
-        base = self.base
-        x = base._embed(tokens, tf.zeros_like(tokens))
-        valid = tf.concat([tf.ones_like(tokens[:, :1], tf.bool), tokens[:, 1:] != 0], axis=1)
-        bias = tf.where(valid, 0.0, -1e12)[:, None, None, :]  # [b, 1, 1, key]
-        cos, sin = self._rotary(tf.shape(tokens)[1])
-        for i, block in enumerate(base.blocks):
-            k = self._rotated(x, block["k"], cos, sin)
-            v = base._split(_dense(x, block["v"]))
-            if i == len(base.blocks) - 1:  # only [CLS] is needed from here on
-                x, cos, sin = x[:, :1], cos[:, :1], sin[:, :1]
-            q = self._rotated(x, block["q"], cos, sin)
-            a = tf.einsum("bjhd,bkhd->bhjk", q, k) / base.head_size**0.5
-            a = tf.nn.softmax(a + bias, axis=-1)
-            o = tf.reshape(tf.einsum("bhjk,bkhd->bjhd", a, v), tf.shape(x))
-            x = _layer_norm(x + _dense(o, block["o"]), block["norm1"])
-            x = base._ffn(x, block)
-        return base.pooled(x)
 
 
 def pad(batch: Iterable[Sequence[int]]) -> np.ndarray:

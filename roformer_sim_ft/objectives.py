@@ -143,7 +143,7 @@ class DistillObjective(Objective):
     encoding. The teacher is frozen and sees the unmasked source.
 
     ``target_logits_only`` (default) runs the MLM head (Dense, LayerNorm, the
-    tied 12000-word output) only on the positions the seq2seq loss scores,
+    tied output over the vocabulary) only on the positions the seq2seq loss scores,
     instead of on every position as the reference does: the same loss and
     gradients at a fraction of the head's cost. Its gathered shapes are
     dynamic, so under an XLA-compiled step (``prepare(jit_compile=True)``,

@@ -29,7 +29,7 @@ def test_written_variables_match_reference_for_real_l6_config(shared_data, real_
     import tensorflow as tf
 
     stored = dict(tf.train.list_variables(str(out / "bert_model.ckpt")))
-    # REFERENCE.md "Released checkpoint layout", written out independently of expected_variables().
+    # The released checkpoints' variable list, written out independently of expected_variables().
     H, I, V = 384, 1536, 12000
     reference = {
         "bert/embeddings/word_embeddings": [V, H],

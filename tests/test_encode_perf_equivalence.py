@@ -2,7 +2,7 @@
 
 The original (test/retrieval.py) is ``encoder.predict`` on batches in input
 order, each padded to its own longest row. Ours sorts by length, batches,
-runs ``_FastEncoder`` (de-interleaved rotary, [CLS]-only last layer) and
+runs ``FastRoFormer.pooled_of`` (de-interleaved rotary, [CLS]-only last layer) and
 restores the order. Tolerance: 1e-5 of the largest vector component (fp32;
 measured ~1e-6 on the real L-6/L-12 shapes, see docs/PERFORMANCE.md).
 """
@@ -49,10 +49,10 @@ def spread_model(spread_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def four_heads(real_vocab):
+def four_heads(tiny_vocab):
     """Four heads of size 16 (L-2), so the per-head rotary de-interleaving is exercised across heads."""
     config = {**checkpoints.preset_config("tiny"), "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128}
-    return SimModel(config, real_vocab, checkpoints.init_weights({**config, "initializer_range": 0.5}, seed=3))
+    return SimModel(config, tiny_vocab, checkpoints.init_weights({**config, "initializer_range": 0.5}, seed=3))
 
 
 @pytest.mark.parametrize("which", ["tiny_model", "spread_model", "four_heads"])
@@ -62,7 +62,7 @@ def test_fast_encode_equals_original_predict_in_input_order(request, which, batc
     reference = original_vectors(model, TEXTS)
     fast = model.encode(TEXTS, batch_size=batch_size, normalize=False)
     plain = model.encode(TEXTS, batch_size=batch_size, normalize=False, fast=False)
-    assert model._fast_encoder() is not None  # the fast path really ran
+    assert model.fast_forward is not None  # the fast path really ran
     close(fast, reference, reference)
     close(plain, reference, reference)
     # the rows are distinct, so equality above also proves the order
@@ -80,10 +80,10 @@ def test_fast_encode_order_follows_any_permutation(spread_model):
 
 def test_padding_does_not_change_a_vector(spread_model):
     """The same text alone and padded beside a 64-token one (the [PAD] keys are masked)."""
-    fast = spread_model._fast_encoder()
+    fast = spread_model.fast_forward
     ids = [spread_model.tokenizer.encode(t, maxlen=64)[0] for t in (TEXTS[1], TEXTS[5])]
-    alone = fast.pooled(np.array(ids[:1], np.int32)).numpy()
-    padded = fast.pooled(sequence_padding(ids).astype(np.int32)).numpy()
+    alone = fast.pooled_of(np.array(ids[:1], np.int32)).numpy()
+    padded = fast.pooled_of(sequence_padding(ids).astype(np.int32)).numpy()
     close(padded[:1], alone, alone)
 
 
@@ -105,8 +105,8 @@ def test_unsupported_layout_falls_back_to_the_keras_encoder(tiny_checkpoint, mon
     def refuse(self, model):
         raise model_module.RoformerSimError("not this layout")
 
-    monkeypatch.setattr(model_module._FastEncoder, "__init__", refuse)
+    monkeypatch.setattr(model_module.FastRoFormer, "__init__", refuse)
     model = SimModel.load(tiny_checkpoint)
     reference = original_vectors(model, TEXTS)
     close(model.encode(TEXTS, normalize=False), reference, reference)
-    assert model._fast_encoder() is None
+    assert model.fast_forward is None
