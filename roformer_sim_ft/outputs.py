@@ -257,8 +257,10 @@ class FolderLock:
         self._fd: Optional[int] = None
 
     def __enter__(self) -> "FolderLock":
-        import fcntl
-
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system: no lock
+            return self
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
         except OSError as e:

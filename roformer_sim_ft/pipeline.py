@@ -77,6 +77,7 @@ def supervised(
 ) -> training.TrainResult:
     """Fine-tune ``checkpoint`` Sentence-BERT style; the encoder lands in ``train_config.out_dir``."""
     settings.validate()
+    training.check_out_dir(train_config)
     corpus = readers.load_supervised_data(
         data_dir, senteval_files=senteval_files, nli_files=nli_files, tasks=settings.tasks, splits=settings.splits,
         thresholds=settings.thresholds, maxlen=settings.maxlen, skip_bad_lines=settings.skip_bad_lines,
@@ -109,6 +110,7 @@ def distill(
 ) -> training.TrainResult:
     """Distil ``teacher``'s similarities into the UniLM ``student``; the student lands in ``out_dir``."""
     settings.validate()
+    training.check_out_dir(train_config)
     pairs = readers.load_distill_pairs(
         pair_files, labeled_dir=labeled_dir, splits=settings.labeled_splits, maxlen=settings.maxlen,
         skip_bad_lines=settings.skip_bad_lines,

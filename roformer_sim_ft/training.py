@@ -200,8 +200,7 @@ def train(
     """
     config.validate()
     out_dir = Path(config.out_dir)
-    outputs.recover(out_dir)
-    outputs.check_folder_target(out_dir, ("training",), "training run")
+    check_out_dir(config)
     outputs.ensure_folder(out_dir)
     with outputs.FolderLock(out_dir):
         _claim(out_dir, config)
@@ -219,6 +218,23 @@ def train(
         finally:
             if config.mixed_precision:
                 keras.mixed_precision.set_global_policy("float32")
+
+
+def check_out_dir(config: TrainConfig) -> None:
+    """One line, before any work, if ``config.out_dir`` cannot take this run: a file,
+    a folder that is not a training output of ours, or another run without
+    ``resume``/``overwrite``. (:func:`train` checks again under the folder's lock.)"""
+    if not config.out_dir:
+        return  # TrainConfig.validate says so
+    out_dir = Path(config.out_dir)
+    outputs.recover(out_dir)
+    outputs.check_folder_target(out_dir, ("training",), "training run")
+    latest = states.latest_state(out_dir) if out_dir.is_dir() else None
+    if latest is not None and not config.resume and not config.overwrite:
+        raise RoformerSimError(
+            f"{out_dir} holds a run at step {states.step_of(latest)}: use --resume to continue it "
+            "or --overwrite to start again"
+        )
 
 
 def _claim(out_dir: Path, config: TrainConfig) -> None:
