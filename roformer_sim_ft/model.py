@@ -250,6 +250,8 @@ class SimModel:
         self, query: str, corpus: Sequence[str], top_k: int = 10, batch_size: int = 64
     ) -> list[tuple[str, float]]:
         """The ``top_k`` texts of ``corpus`` closest to ``query`` by cosine, best first."""
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise RoformerSimError(f"top_k must be a positive integer, got {top_k!r}")
         corpus = list(corpus)
         if not corpus:
             return []
