@@ -34,6 +34,7 @@ first step after each hand-over are not timed. Data: real sentences from
     .venv/bin/python benchmarks/bench_train.py --quick --xla     # supervised: original, ours --xla (pad_to=16)
     .venv/bin/python benchmarks/bench_train.py --quick --distill # distillation: original, ours
     .venv/bin/python benchmarks/bench_train.py --profile [--xla]  # where a step's time goes (TF profiler)
+    .venv/bin/python benchmarks/bench_train.py --profile --distill # a distillation step's parts timed alone
 """
 from __future__ import annotations
 
@@ -430,6 +431,60 @@ def profile_step(ckpt: Path, batch_size: int, width: int, jit_compile: bool, top
         print(f"    {kind:<34} {ms:8.0f} ms  {100 * ms / summed:5.1f}%")
 
 
+def profile_distill(ckpt: Path, groups, tokenizer, batch_size: int, repeats: int = 4) -> None:
+    """Where a distillation step's time goes: its parts timed alone on one real batch, alternated."""
+    objective = DistillObjective(ckpt, ckpt)
+    objective.build()
+    raw = B.DistillBatches(groups, tokenizer, batch_size=batch_size, seed=0).batch_at(0)
+    batch = {k: tf.constant(v) for k, v in raw.items()}
+    tokens, segments = batch["student_token_ids"], batch["student_segment_ids"]
+    t_tokens, t_segments = batch["teacher_token_ids"], batch["teacher_segment_ids"]
+    variables = objective.trainable_variables
+    optimizer = keras.optimizers.AdamW(learning_rate=DistillSettings.learning_rate, weight_decay=0.01, epsilon=1e-6)
+
+    def grads_of(fn):
+        with tf.GradientTape() as tape:
+            value = fn()
+        return tape.gradient(value, variables, unconnected_gradients="zero")
+
+    def trunk_sum():
+        pooled, hidden = objective._trunk([tokens, segments], training=True)
+        return tf.reduce_sum(pooled) + tf.reduce_sum(hidden)
+
+    def step():
+        optimizer.apply_gradients(zip(grads_of(lambda: objective.loss(batch)[0]), variables))
+        return tf.constant(0.0)
+
+    parts = {
+        "teacher: keras encoder (before)": lambda: objective.teacher.encoder([t_tokens, t_segments], training=False),
+        "teacher: FastRoFormer.pooled_of (now)": lambda: objective.teacher.fast_forward.pooled_of(t_tokens),
+        "student trunk forward": lambda: objective._trunk([tokens, segments], training=True)[0],
+        "student trunk forward+backward": lambda: grads_of(trunk_sum)[0],
+        "loss forward (teacher, student, head, both losses)": lambda: objective.loss(batch)[0],
+        "loss forward+backward": lambda: grads_of(lambda: objective.loss(batch)[0])[0],
+        "step: forward+backward+AdamW": step,
+    }
+    fns = {name: tf.function(fn) for name, fn in parts.items()}
+    for fn in fns.values():
+        fn()
+    totals = dict.fromkeys(fns, 0.0)
+    for r in range(repeats):
+        for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+            start = time.perf_counter()
+            tf.nest.map_structure(lambda t: t.numpy(), fns[name]())
+            totals[name] += time.perf_counter() - start
+    real = int((raw["student_token_ids"] != 0).sum())
+    scored = int(raw["student_segment_ids"][:, 1:].sum())
+    print(f"\ndistillation step parts, one real batch: student {raw['student_token_ids'].shape} "
+          f"({real} real tokens = {real / raw['student_token_ids'].size:.0%} of the padded cells; "
+          f"{scored} scored positions), teacher {raw['teacher_token_ids'].shape}; ms per call, mean of {repeats}, "
+          f"alternated; load average {os.getloadavg()[0]:.1f}")
+    step_ms = totals["step: forward+backward+AdamW"] / repeats * 1e3
+    for name, seconds in totals.items():
+        ms = seconds / repeats * 1e3
+        print(f"    {name:<52} {ms:8.0f} ms  {100 * ms / step_ms:5.1f}% of the step")
+
+
 # ------------------------------------------------------------------ main
 def data_costs(makers: dict, count: int) -> dict:
     """ms per batch of each batch maker (called alternately), on the main thread, nothing else running."""
@@ -471,6 +526,9 @@ def main(argv: list[str] | None = None) -> None:
     checkpoints.write_checkpoint(ckpt, config, vocab, checkpoints.init_weights(config, seed=0))
     tokenizer = Tokenizer({t: i for i, t in enumerate(vocab)}, do_lower_case=True)
     np.random.seed(args.seed)
+    if args.profile and args.distill:
+        profile_distill(ckpt, D.load_distill_pairs(labeled_dir=SHARED).groups, tokenizer, batch_size)
+        return
     if args.profile:
         profile_step(ckpt, batch_size, 64, args.xla)
         return
