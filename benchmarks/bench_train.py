@@ -443,25 +443,29 @@ def profile_distill(ckpt: Path, groups, tokenizer, batch_size: int, repeats: int
     optimizer = keras.optimizers.AdamW(learning_rate=DistillSettings.learning_rate, weight_decay=0.01, epsilon=1e-6)
 
     def grads_of(fn):
+        """A scalar that needs every gradient (a tf.function would prune the ones not returned)."""
         with tf.GradientTape() as tape:
             value = fn()
-        return tape.gradient(value, variables, unconnected_gradients="zero")
+        grads = tape.gradient(value, variables, unconnected_gradients="zero")
+        return tf.add_n([tf.reduce_sum(g.values if isinstance(g, tf.IndexedSlices) else g) for g in grads])
 
     def trunk_sum():
         pooled, hidden = objective._trunk([tokens, segments], training=True)
         return tf.reduce_sum(pooled) + tf.reduce_sum(hidden)
 
     def step():
-        optimizer.apply_gradients(zip(grads_of(lambda: objective.loss(batch)[0]), variables))
-        return tf.constant(0.0)
+        with tf.GradientTape() as tape:
+            loss = objective.loss(batch)[0]
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
 
     parts = {
         "teacher: keras encoder (before)": lambda: objective.teacher.encoder([t_tokens, t_segments], training=False),
         "teacher: FastRoFormer.pooled_of (now)": lambda: objective.teacher.fast_forward.pooled_of(t_tokens),
         "student trunk forward": lambda: objective._trunk([tokens, segments], training=True)[0],
-        "student trunk forward+backward": lambda: grads_of(trunk_sum)[0],
+        "student trunk forward+backward": lambda: grads_of(trunk_sum),
         "loss forward (teacher, student, head, both losses)": lambda: objective.loss(batch)[0],
-        "loss forward+backward": lambda: grads_of(lambda: objective.loss(batch)[0])[0],
+        "loss forward+backward": lambda: grads_of(lambda: objective.loss(batch)[0]),
         "step: forward+backward+AdamW": step,
     }
     fns = {name: tf.function(fn) for name, fn in parts.items()}

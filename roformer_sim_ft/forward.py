@@ -282,7 +282,7 @@ class FastRoFormer:
     # less (measured: ~20% faster per step than one buffer at n=100 on L-6).
     BLOCK = 8
 
-    def _step(self, tokens, index, start, source_kv, past, block, generated, rotary):
+    def _step(self, tokens, index, start, source_kv, past, block, generated, fused):
         """Feed generated token ``index`` (one per sample, segment 1) and return
         the next-token logits [n, V] and the updated ``block`` buffers.
 
@@ -290,7 +290,7 @@ class FastRoFormer:
         the samples. ``past``/``block``: per layer (k, v) buffers, ``block``
         starting at generated index ``start``. ``generated`` [n, T] holds the
         ids so far (0 = not yet or [PAD]: masked, as bert4keras masks [PAD] keys).
-        ``rotary``: :meth:`_rotary_weights`.
+        ``fused``: per layer (QKV kernel [H, 3H], bias), as :meth:`encoder_weights`.
         """
         n = tf.shape(tokens)[0]
         x = self._embed(tokens, tf.ones_like(tokens))  # [n, H]
@@ -304,10 +304,11 @@ class FastRoFormer:
         scale = 1.0 / self.head_size**0.5
         new_block = []
         for layer, block_kv in enumerate(block):
-            weights, (qk, qb, kk, kb) = self.blocks[layer], rotary[layer]
-            q = _rotate(self._split(_dense(x, weights["q"], qk, qb)), cos, sin)  # [n, heads, d]
-            k = _rotate(self._split(_dense(x, weights["k"], kk, kb)), cos, sin)
-            v = self._split(_dense(x, weights["v"]))
+            weights, (qkv_kernel, qkv_bias) = self.blocks[layer], fused[layer]
+            q, k, v = tf.split(tf.matmul(x, qkv_kernel) + qkv_bias, 3, axis=-1)  # one matmul
+            q = _rotate(self._split(q), cos, sin)  # [n, heads, d]
+            k = _rotate(self._split(k), cos, sin)
+            v = self._split(v)
             block_k = tf.tensor_scatter_nd_update(block_kv[0], slot, tf.reshape(k, [-1, self.head_size]))
             block_v = tf.tensor_scatter_nd_update(block_kv[1], slot, tf.reshape(v, [-1, self.head_size]))
             new_block.append((block_k, block_v))
@@ -328,7 +329,7 @@ class FastRoFormer:
 
     def _decode_graph(self, source, n, max_len, seed, top_p, top_k, greedy, record):
         """The cached sampling loop: prefill the source, then blocks of steps."""
-        rotary = self._rotary_weights()
+        fused = [w[:2] for w in self.encoder_weights()]
         x, kv = self.encode_sequence(source[None], tf.zeros_like(source)[None])
         source_kv = [(tf.transpose(k[0], [1, 0, 2]), tf.transpose(v[0], [1, 0, 2])) for k, v in kv]
         logits = tf.tile(self.mlm_logits(x[:, -1]), [n, 1])
@@ -353,7 +354,7 @@ class FastRoFormer:
                 return running(t, finished) & (t - 1 - start < self.BLOCK)
 
             def step_body(t, token, finished, generated, block, record_ta):
-                logits, block = self._step(token, t - 1, start, source_kv, past, block, generated, rotary)
+                logits, block = self._step(token, t - 1, start, source_kv, past, block, generated, fused)
                 if record:
                     record_ta = record_ta.write(t, logits)
                 token = tf.where(finished, 0, sample_next(logits, step_seed(seed, t), top_p, top_k, greedy))
