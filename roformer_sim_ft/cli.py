@@ -97,7 +97,7 @@ def _args_export(p: argparse.ArgumentParser) -> None:
                    help="; ".join(f"{name}: {what}" for name, what in EXPORT_FORMATS.items()))
 
 
-@command("export", "write a checkpoint as ckpt, h5, savedmodel or hf, verified against this model")(_args_export)
+@command("export", "write a checkpoint as ckpt, h5, savedmodel, hf or keras, verified against this model")(_args_export)
 def _run_export(args: argparse.Namespace) -> None:
     from .export import export
 

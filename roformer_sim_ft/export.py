@@ -27,6 +27,11 @@ raises :class:`RoformerSimError` with the largest difference found.
   ``RoFormerModel`` lacks). The safetensors are always read back and compared
   bit for bit; when torch and transformers are importable the folder is also
   loaded with ``RoFormerModel.from_pretrained`` and its pooled vectors compared.
+- ``keras``: a Keras 3 archive ``roformer_sim.keras`` (:mod:`keras3`: Keras's
+  own layers and ``keras.ops`` only, so ``keras.saving.load_model`` opens it
+  without this package, on any backend) plus ``bert_config.json`` and
+  ``vocab.txt``; checked by loading it with Keras 3 in this process: weights
+  bit-identical, pooled vectors and MLM logits compared.
 """
 from __future__ import annotations
 
@@ -49,9 +54,10 @@ from .errors import RoformerSimError
 from .forward import rotary_frequencies
 from .model import SimModel, pad
 
-FORMATS = ("ckpt", "h5", "savedmodel", "hf")
+FORMATS = ("ckpt", "h5", "savedmodel", "hf", "keras")
 # Largest allowed difference of L2-normalised vectors on VERIFY_TEXTS, per format.
-TOLERANCE = {"ckpt": 0.0, "h5": 1e-5, "savedmodel": 1e-5, "hf": 1e-4}
+TOLERANCE = {"ckpt": 0.0, "h5": 1e-5, "savedmodel": 1e-5, "hf": 1e-4, "keras": 1e-5}
+KERAS_LOGITS_TOLERANCE = 1e-4  # MLM logits of the keras export vs the bert4keras model
 VERIFY_TEXTS = (
     "今天天气不错",
     "给我推荐一款红色的车，最好是SUV。",
@@ -63,8 +69,9 @@ VERIFY_TEXTS = (
 H5_NAME = "bert_model.weights.h5"
 HF_WEIGHTS = "model.safetensors"
 HF_POOLER = "pooler.safetensors"
+KERAS_ARCHIVE = "roformer_sim.keras"  # keras3.ARCHIVE_NAME (not imported here: keras3 loads Keras 3)
 # What a folder must already hold for an export to replace it (never clobber unrelated folders).
-_MARKERS = {"h5": H5_NAME, "savedmodel": "saved_model.pb", "hf": HF_WEIGHTS}
+_MARKERS = {"h5": H5_NAME, "savedmodel": "saved_model.pb", "hf": HF_WEIGHTS, "keras": KERAS_ARCHIVE}
 # bert4keras activation name -> transformers ACT2FN name (bert4keras's "gelu" is the erf form).
 _HF_ACT = {"gelu": "gelu", "gelu_erf": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "swish": "silu", "linear": "linear"}
 
@@ -105,7 +112,12 @@ def export_model(model: SimModel, out: str | os.PathLike, format: str = "ckpt") 
     if format == "ckpt":
         checkpoints.write_checkpoint(out, model.config, model.vocab, model.get_weights())
         return Exported(out, format, 0.0, "weights re-read bit-identical")
-    writer, verifier = {"h5": (_write_h5, _verify_h5), "savedmodel": (_write_savedmodel, _verify_savedmodel), "hf": (_write_hf, _verify_hf)}[format]
+    writer, verifier = {
+        "h5": (_write_h5, _verify_h5),
+        "savedmodel": (_write_savedmodel, _verify_savedmodel),
+        "hf": (_write_hf, _verify_hf),
+        "keras": (_write_keras, _verify_keras),
+    }[format]
     token_ids = pad(model.tokenize(VERIFY_TEXTS))
     expected = _unit(model.encoder([token_ids, np.zeros_like(token_ids)], training=False).numpy())
     with _atomic_dir(out, _MARKERS[format]) as tmp:
@@ -448,3 +460,34 @@ def _verify_hf(model: SimModel, folder: Path, token_ids: np.ndarray) -> tuple[np
     cls = hidden[:, 0].numpy()
     pooled = cls @ pooler["weight"].T + pooler["bias"]
     return _unit(pooled), "safetensors re-read bit-identical; transformers RoFormerModel + pooler forward pass"
+
+
+# ---------------------------------------------------------------- keras
+def _write_keras(model: SimModel, folder: Path) -> None:
+    from . import keras3
+
+    native = keras3.build_model(model.config)
+    keras3.set_released_weights(native, model.get_weights(), model.config)
+    native.save(str(folder / KERAS_ARCHIVE))
+    _write_config_vocab(model, folder)
+
+
+def _verify_keras(model: SimModel, folder: Path, token_ids: np.ndarray) -> tuple[np.ndarray, str]:
+    """Open the archive with ``keras.saving.load_model``; weights must be bit-identical and the
+    MLM logits (second half of each row as segment 1: the UniLM mask) within KERAS_LOGITS_TOLERANCE."""
+    from . import keras3
+
+    loaded = keras3.keras.saving.load_model(str(folder / KERAS_ARCHIVE))
+    weights, reread = model.get_weights(), keras3.released_weights(loaded, model.config)
+    for name, value in weights.items():
+        if not np.array_equal(reread[name], value):
+            raise RoformerSimError(f"{folder}: keras export failed verification: variable {name} differs after loading")
+    segments = ((np.arange(token_ids.shape[1]) >= token_ids.shape[1] // 2) & (token_ids != 0)).astype(np.int32)
+    out = loaded({"token_ids": token_ids, "segment_ids": segments})
+    expected = model.seq2seq([token_ids, segments], training=False).numpy()
+    diff = float(np.max(np.abs(keras3.ops.convert_to_numpy(out["mlm_logits"]) - expected)))
+    if not diff <= KERAS_LOGITS_TOLERANCE:
+        raise RoformerSimError(f"{folder}: keras export failed verification: MLM logits differ by {diff:.3g} > {KERAS_LOGITS_TOLERANCE:g}")
+    pooled = loaded({"token_ids": token_ids, "segment_ids": np.zeros_like(token_ids)})["pooled"]
+    backend = keras3.keras.backend.backend()
+    return _unit(keras3.ops.convert_to_numpy(pooled)), f"keras.saving.load_model ({backend} backend): weights bit-identical, MLM logits within {KERAS_LOGITS_TOLERANCE:g}"

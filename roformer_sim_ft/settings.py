@@ -26,6 +26,7 @@ EXPORT_FORMATS: dict[str, str] = {
     "h5": "Keras HDF5 weights for plain bert4keras",
     "savedmodel": "TF SavedModel: encode/similarity on token ids, and on raw text with tensorflow-text",
     "hf": "transformers RoFormer + pooler (safetensors)",
+    "keras": "Keras 3 .keras archive, loads without this package on any backend",
 }
 
 
