@@ -240,8 +240,8 @@ class SimModel:
 
         ``precision="bf16"`` (fast path only) runs the dense layers' matmuls in
         bfloat16 (about 2× the fp32 matmul speed on CPUs with AVX512-BF16) at an
-        accuracy cost: min cosine to the fp32 vectors 0.9995 (L-6) and
-        0.9990 (L-12) on the LCQMC valid sentences, random weights
+        accuracy cost: min cosine to the fp32 vectors 0.999998 (L-6, first 1024
+        LCQMC valid sentences) and 0.99998 (L-12, first 512), random weights
         (docs/PERFORMANCE.md). The default ``"fp32"`` keeps the 1e-5 equivalence.
         """
         single = isinstance(texts, str)
