@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test install clean
 
-$(STAMP): requirements.txt setup.py
+$(STAMP): requirements.txt setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
@@ -25,8 +25,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m roformer_sim_ft.demo
 
+# -rs: a green run that skipped tests says which and why (only real-data tests may skip: ../shared absent).
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
 
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info

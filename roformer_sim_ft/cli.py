@@ -5,6 +5,7 @@ Errors in user input (``RoformerSimError``) print one line and exit 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import Callable, Sequence
 
 from .errors import RoformerSimError
 from .readers import DEFAULT_TASKS
-from .settings import EXPORT_FORMATS, PRECISIONS, DistillSettings, StageSettings, SupervisedSettings, TrainConfig
+from .settings import (
+    EXPORT_FORMATS, PRECISIONS, VERBOSE_ENV, DistillSettings, StageSettings, SupervisedSettings, TrainConfig,
+)
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int | None], str]] = {}
 
@@ -329,24 +332,56 @@ def _read_lines(path: str) -> list[str]:
     return lines
 
 
+def _warn_devices(args: argparse.Namespace) -> None:
+    """Say it when the hardware cannot give what --devices / --mixed-precision ask for
+    (TensorFlow's own notices are silenced unless --verbose)."""
+    devices, precision = getattr(args, "devices", None), getattr(args, "mixed_precision", None)
+    if not (devices and devices > 1) and precision != "fp16":
+        return
+    from . import compat
+
+    if compat.tf.config.list_physical_devices("GPU"):
+        return
+    if devices and devices > 1:
+        _warn(f"--devices {devices}: TensorFlow finds no GPU (no CUDA driver or device), so the {devices} "
+              "devices must be logical CPUs")
+    if precision == "fp16":
+        _warn("--mixed-precision fp16 without a GPU: a CPU computes float16 slower than float32")
+
+
+def _warn(message: str) -> None:
+    print(f"roformer-sim-ft: warning: {message}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="roformer-sim-ft",
         description="Load, fine-tune, distill, export and evaluate RoFormer-Sim checkpoints.",
     )
+    verbose_help = "also show TensorFlow's own start-up and log lines (silenced by default)"
+    parser.add_argument("--verbose", action="store_true", help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (add_arguments, run, help) in COMMANDS.items():
         p = sub.add_parser(name, help=help, description=help)
         add_arguments(p)
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
         p.set_defaults(run=run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"  # read by compat when TensorFlow loads, which it has not yet
     try:
+        _warn_devices(args)
         return int(args.run(args) or 0)
     except RoformerSimError as e:
+        print(f"roformer-sim-ft: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        if e.name != "bert4keras":
+            raise
         print(f"roformer-sim-ft: error: {e}", file=sys.stderr)
         return 2
 

@@ -8,9 +8,12 @@ bert4keras files on disk are never edited; fixes are applied at import time.
 from __future__ import annotations
 
 import os
+import re
 import sys
+import tempfile
 
 from . import _TF_LOADED_WITH_KERAS3
+from .settings import VERBOSE_ENV
 
 if _TF_LOADED_WITH_KERAS3:
     raise ImportError(
@@ -20,9 +23,88 @@ if _TF_LOADED_WITH_KERAS3:
     )
 os.environ["TF_KERAS"] = "1"
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
+BERT4KERAS_INSTALL = "pip install --no-deps bert4keras==0.11.5"
+
+try:
+    import bert4keras  # noqa: F401  (checked before TensorFlow loads: a missing package is reported at once)
+except ModuleNotFoundError as e:
+    if e.name != "bert4keras":
+        raise
+    raise ImportError(
+        f"roformer_sim_ft needs bert4keras 0.11.5, which is not installed: {BERT4KERAS_INSTALL} "
+        "(--no-deps: its keras<=2.3.1 pin is obsolete)",
+        name="bert4keras",
+    ) from None
+
+
+def verbose() -> bool:
+    """Whether TensorFlow's own log lines are wanted (``--verbose`` or ``ROFORMER_SIM_FT_VERBOSE=1``)."""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+# TensorFlow's start-up lines (oneDNN, "Could not find cuda drivers", "failed call to cuInit")
+# come from absl's C++ logging before it is initialised, which ignores TF_CPP_MIN_LOG_LEVEL.
+_ABSL_PREAMBLE = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+_ABSL_LINE = re.compile(rb"^([IWEF])\d{4} [\d:.]+ +\d+ [^\]]+\] ")
+_SEVERITY = {b"I": 0, b"W": 1, b"E": 2, b"F": 3}
+
+
+def _wanted(line: bytes, level: int) -> bool:
+    """Whether a line TensorFlow wrote while loading passes ``TF_CPP_MIN_LOG_LEVEL=level``."""
+    if line.startswith(_ABSL_PREAMBLE):
+        return level == 0
+    match = _ABSL_LINE.match(line)
+    return match is None or _SEVERITY[match.group(1)] >= level
+
+
+def _import_tensorflow():
+    """Import TensorFlow and let it find its devices, quietly unless :func:`verbose`.
+
+    Quiet: ``TF_CPP_MIN_LOG_LEVEL`` defaults to 3 (the user's value is kept), and
+    file descriptor 2 is captured while TensorFlow loads; the captured lines are
+    written back except TensorFlow's log lines below that level. Python-side
+    TensorFlow/absl loggers show errors only. Warnings that matter to a user
+    (no GPU for ``--devices``) are the CLI's own, in its words.
+    """
+    if verbose() or "tensorflow" in sys.modules:
+        import tensorflow
+
+        return tensorflow
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        level = int(os.environ["TF_CPP_MIN_LOG_LEVEL"])
+    except ValueError:
+        level = 0
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable standard error: nothing to keep quiet
+        import tensorflow
+
+        return tensorflow
+    captured = tempfile.TemporaryFile()
+    try:
+        os.dup2(captured.fileno(), 2)
+        import tensorflow
+
+        tensorflow.config.list_physical_devices("GPU")  # the CUDA probe ("cuInit") logs here, not later
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        captured.seek(0)
+        kept = [line for line in captured.read().splitlines(keepends=True) if _wanted(line, level)]
+        captured.close()
+        if kept:
+            os.write(2, b"".join(kept))
+    import logging
+
+    tensorflow.get_logger().setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    return tensorflow
+
+
+tf = _import_tensorflow()
 
 import bert4keras.backend  # noqa: E402,F401  (binds sys.modules['keras'] to tf.keras)
 from bert4keras.backend import keras  # noqa: E402

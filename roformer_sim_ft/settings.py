@@ -20,6 +20,9 @@ DEFAULT_FEATURES: tuple[str, ...] = ("u", "v", "|u-v|")
 # Short names of the mixed-precision policies (CLI --mixed-precision) and the Keras policies they select.
 PRECISIONS: dict[str, str] = {"fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
 
+# Set to 1 (the CLI's --verbose) to see TensorFlow's own start-up and log lines (roformer_sim_ft.compat).
+VERBOSE_ENV = "ROFORMER_SIM_FT_VERBOSE"
+
 # Export formats and what each writes (``roformer-sim-ft export --format``).
 EXPORT_FORMATS: dict[str, str] = {
     "ckpt": "released TF1 layout (default)",

@@ -8,16 +8,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from bert4keras.tokenizers import Tokenizer
 
 from roformer_sim_ft import data as D
 from roformer_sim_ft.errors import RoformerSimError
-
-
-@pytest.fixture(scope="module")
-def tokenizer(real_vocab):
-    return Tokenizer({t: i for i, t in enumerate(real_vocab)}, do_lower_case=True)
-
 
 
 def supervised(sample_data, tokenizer, **kwargs):
@@ -26,12 +19,6 @@ def supervised(sample_data, tokenizer, **kwargs):
 
 def distill(sample_groups, tokenizer, **kwargs):
     return D.DistillBatches(sample_groups, tokenizer, batch_size=8, seed=3, **kwargs)
-
-
-def equal(x, y):
-    assert x.keys() == y.keys()
-    for k in x:
-        np.testing.assert_array_equal(x[k], y[k])
 
 
 @pytest.mark.parametrize("make", [supervised, distill])
@@ -87,13 +74,14 @@ def test_bucketed_batches_keep_the_one_to_one_mix(sample_data, tokenizer):
 
 
 @pytest.mark.parametrize("make", [supervised, distill])
-def test_bucketed_batches_are_a_pure_function_of_seed_and_index(make, sample_data, sample_groups, tokenizer):
+def test_bucketed_batches_are_a_pure_function_of_seed_and_index(make, sample_data, sample_groups, tokenizer,
+                                                                assert_batches_equal):
     source = sample_data if make is supervised else sample_groups
     forward = make(source, tokenizer, bucket=3, pad_to=8)
     straight = [forward.batch_at(i) for i in range(10)]
     backward = make(source, tokenizer, bucket=3, pad_to=8)
     for i in reversed(range(10)):  # any call order, fresh object: same batches
-        equal(backward.batch_at(i), straight[i])
+        assert_batches_equal(backward.batch_at(i), straight[i])
     # resume in the middle of a group
     first = make(source, tokenizer, bucket=3, pad_to=8)
     for _ in range(4):
@@ -101,11 +89,11 @@ def test_bucketed_batches_are_a_pure_function_of_seed_and_index(make, sample_dat
     resumed = make(source, tokenizer, bucket=3, pad_to=8)
     resumed.restore(json.loads(json.dumps(first.state())))
     for i in range(4, 10):
-        equal(next(resumed), straight[i])
+        assert_batches_equal(next(resumed), straight[i])
     # the tf.data stream gives the same batches
     it = iter(make(source, tokenizer, bucket=3, pad_to=8).dataset())
     for i in range(5):
-        equal({k: v.numpy() for k, v in next(it).items()}, straight[i])
+        assert_batches_equal({k: v.numpy() for k, v in next(it).items()}, straight[i])
 
 
 def test_state_records_bucket_and_refuses_a_different_one(sample_data, tokenizer):

@@ -8,10 +8,11 @@ from roformer_sim_ft.cli import main
 from roformer_sim_ft.model import SimModel
 
 
-def test_init_similarity_encode(tmp_path, capsys, shared_data):
+def test_init_similarity_encode(tmp_path, capsys, tiny_vocab):
     out = tmp_path / "ck"
-    assert main(["init", "--config", "tiny", "--vocab", str(shared_data / "vocab/vocab.txt"), "--out", str(out), "--seed", "5"]) == 0
-    _, _, w = checkpoints.load_checkpoint(out)
+    assert main(["init", "--config", "tiny", "--out", str(out), "--seed", "5"]) == 0  # the built-in vocab
+    _, vocab, w = checkpoints.load_checkpoint(out)
+    assert vocab == tiny_vocab
     expected = checkpoints.init_weights(checkpoints.preset_config("tiny"), seed=5)
     assert all(np.array_equal(w[k], expected[k]) for k in expected)
     capsys.readouterr()
@@ -26,7 +27,7 @@ def test_init_similarity_encode(tmp_path, capsys, shared_data):
     np.testing.assert_allclose(np.load(tmp_path / "v.npy"), model.encode(["今天天气不错", "我喜欢北京"]), atol=1e-6)
 
 
-def test_init_with_real_config_file(tmp_path, shared_data):
+def test_init_with_real_config_file_and_vocab(tmp_path, shared_data):
     config = shared_data / "vocab/chinese_roformer-sim-char-ft_L-6_H-384_A-6/bert_config.json"
     assert main(["init", "--config", str(config), "--vocab", str(shared_data / "vocab/vocab.txt"), "--out", str(tmp_path / "l6")]) == 0
     assert checkpoints.read_config(tmp_path / "l6/bert_config.json") == checkpoints.read_config(config)

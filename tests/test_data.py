@@ -3,7 +3,6 @@ SupervisedBatches and DistillBatches (interleaving, rows, masking, resumable sta
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,49 +12,6 @@ from roformer_sim_ft import data as D  # first: selects tf_keras before tensorfl
 from roformer_sim_ft.errors import RoformerSimError
 
 from bert4keras.snippets import text_segmentate  # noqa: E402
-from bert4keras.tokenizers import Tokenizer  # noqa: E402
-
-
-# ---------------------------------------------------------------- fixtures
-
-
-def _shared_data_dir() -> Path | None:
-    """../shared/data beside the clone, or $ROFORMER_SIM_FT_SHARED (the shared dir or its data dir)."""
-    candidates = []
-    env = os.environ.get("ROFORMER_SIM_FT_SHARED")
-    if env:
-        candidates += [Path(env) / "data", Path(env)]
-    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
-    for c in candidates:
-        if (c / "senteval_cn").is_dir() or (c / "vocab" / "vocab.txt").is_file():
-            return c
-    return None
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    path = _shared_data_dir()
-    if path is None or not (path / "senteval_cn").is_dir():
-        pytest.skip("shared data folder absent")
-    return path
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    """The real 12000-token vocab; without the shared folder, a char vocab built from the sample data."""
-    shared = _shared_data_dir()
-    if shared is not None and (shared / "vocab" / "vocab.txt").is_file():
-        return Tokenizer(str(shared / "vocab" / "vocab.txt"), do_lower_case=True)
-    chars = set()
-    for f in D.sample_data_dir().rglob("*"):
-        if f.is_file():
-            chars |= set(f.read_text(encoding="utf-8"))
-    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(1, 100)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokens += sorted(c for c in chars if not c.isspace())
-    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    return Tokenizer(str(path), do_lower_case=True)
-
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -346,15 +302,7 @@ def test_supervised_single_source(tokenizer):
         D.SupervisedBatches([], nli, tokenizer, batch_size=7)
 
 
-def assert_batches_equal(xs, ys):
-    assert len(xs) == len(ys)
-    for x, y in zip(xs, ys):
-        assert x.keys() == y.keys()
-        for k in x:
-            np.testing.assert_array_equal(x[k], y[k])
-
-
-def test_supervised_state_resumes_exactly(sample_data, tokenizer):
+def test_supervised_state_resumes_exactly(sample_data, tokenizer, assert_batches_equal):
     make = lambda: D.SupervisedBatches.from_data(sample_data, tokenizer, batch_size=32, seed=7)  # noqa: E731
     straight = [next(b) for b in [make()] for _ in range(40)][-8:]  # 40 batches: several NLI passes
     first = make()
@@ -385,7 +333,7 @@ def test_state_mismatch_is_an_error(sample_data, tokenizer):
         D.DistillBatches([D.SynonymGroup(("a", "b"), True)], tokenizer, batch_size=32).restore(state)
 
 
-def test_dataset_prefetch_does_not_move_state(sample_data, tokenizer):
+def test_dataset_prefetch_does_not_move_state(sample_data, tokenizer, assert_batches_equal):
     import tensorflow as tf
 
     b = D.SupervisedBatches.from_data(sample_data, tokenizer, batch_size=8, seed=2)
@@ -501,7 +449,7 @@ def test_masked_source_half_of_the_rows(tokenizer, sample_groups):
     assert 0.42 < changed / total < 0.58
 
 
-def test_distill_state_resumes_exactly(tokenizer, sample_groups):
+def test_distill_state_resumes_exactly(tokenizer, sample_groups, assert_batches_equal):
     make = lambda: D.DistillBatches(sample_groups, tokenizer, batch_size=16, seed=9)  # noqa: E731
     straight = [b.batch_at(i) for b in [make()] for i in range(10, 13)]
     first = make()
@@ -520,7 +468,10 @@ def test_distill_state_resumes_exactly(tokenizer, sample_groups):
 # ---------------------------------------------------------------- the real shared data
 
 
-def test_shared_data_smoke(shared_data, tokenizer):
+def test_shared_data_smoke(shared_data, real_vocab):
+    from roformer_sim_ft.model import make_tokenizer
+
+    tokenizer = make_tokenizer(real_vocab)
     data = D.load_supervised_data(shared_data, splits=("train", "valid"))  # strict: every line is valid
     names = {Path(r.path).name for r in data.reports}
     assert {"ATEC.train.partial.data", "ATEC.train.from_afqmc.data", "STS-B.valid.data"} <= names

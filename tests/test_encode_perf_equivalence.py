@@ -49,10 +49,10 @@ def spread_model(spread_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def four_heads(real_vocab):
+def four_heads(tiny_vocab):
     """Four heads of size 16 (L-2), so the per-head rotary de-interleaving is exercised across heads."""
     config = {**checkpoints.preset_config("tiny"), "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128}
-    return SimModel(config, real_vocab, checkpoints.init_weights({**config, "initializer_range": 0.5}, seed=3))
+    return SimModel(config, tiny_vocab, checkpoints.init_weights({**config, "initializer_range": 0.5}, seed=3))
 
 
 @pytest.mark.parametrize("which", ["tiny_model", "spread_model", "four_heads"])

@@ -3,8 +3,9 @@ import roformer_sim_ft.compat  # noqa: F401  (first: selects tf_keras)
 
 import json
 import math
+import re
+import shutil
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +18,6 @@ from roformer_sim_ft.evaluation import (
     run_probes, spearman_x100, to_json,
 )
 from roformer_sim_ft.evaluation import _width
-
-SHARED_DATA = Path("/work/shared/data")
 
 
 class CharHashModel:
@@ -142,9 +141,8 @@ def test_missing_data_folder_is_an_error(tmp_path):
         load_eval_tasks(tmp_path / "nope")
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared data not present")
-def test_reads_every_shared_valid_file_without_bad_lines():
-    data = load_eval_tasks(SHARED_DATA, "valid")
+def test_reads_every_shared_valid_file_without_bad_lines(shared_data):
+    data = load_eval_tasks(shared_data, "valid")
     assert data.missing == [] and not any(r.bad for r in data.reports)
     counts = {t: len(r) for t, r in data.rows.items()}
     assert counts == {"ATEC": 20000, "BQ": 10000, "LCQMC": 8802, "PAWSX": 2000, "STS-B": 1458}
@@ -175,17 +173,29 @@ def test_to_json_carries_numbers_and_fingerprints():
 
 
 def test_fingerprint_files(tmp_path):
-    (tmp_path / "a.txt").write_text("one")
-    (tmp_path / "b.txt").write_text("two")
-    fp = fingerprint_files([tmp_path / "a.txt", tmp_path / "b.txt"])
-    assert len(fp) == 16 and int(fp, 16) >= 0
-    assert fp == fingerprint_files([tmp_path / "b.txt", tmp_path / "a.txt"])
-    assert fp == fingerprint_files([tmp_path])
-    (tmp_path / "b.txt").write_text("two!")
-    assert fp != fingerprint_files([tmp_path / "a.txt", tmp_path / "b.txt"])
-    (tmp_path / "b.txt").write_text("two")
-    (tmp_path / "b.txt").rename(tmp_path / "c.txt")
-    assert fp != fingerprint_files([tmp_path / "a.txt", tmp_path / "c.txt"])
+    """A fingerprint names a set of files by names and bytes: the same files give the same
+    fingerprint wherever they lie and in any order; one changed byte or name changes it."""
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "x.txt").write_bytes(b"one")
+    (a / "y.txt").write_bytes(b"two")
+    fp = fingerprint_files([a / "x.txt", a / "y.txt"])
+    assert re.fullmatch(r"[0-9a-f]{16}", fp), fp
+    copy = tmp_path / "copy"
+    shutil.copytree(a, copy)
+    assert fingerprint_files([copy / "y.txt", copy / "x.txt"]) == fp
+    assert fingerprint_files([a]) == fingerprint_files([copy]) == fp
+    (copy / "y.txt").write_bytes(b"twp")  # one byte
+    assert fingerprint_files([copy]) != fp
+    (copy / "y.txt").write_bytes(b"two")
+    assert fingerprint_files([copy]) == fp
+    (copy / "x.txt").write_bytes(b"on")  # the same bytes in total, split differently
+    (copy / "y.txt").write_bytes(b"etwo")
+    assert fingerprint_files([copy]) != fp
+    (copy / "x.txt").write_bytes(b"one")
+    (copy / "y.txt").write_bytes(b"two")
+    (copy / "y.txt").rename(copy / "z.txt")  # same bytes, another name
+    assert fingerprint_files([copy]) != fp
     with pytest.raises(RoformerSimError, match="no such file"):
         fingerprint_files([tmp_path / "missing"])
 
