@@ -148,6 +148,9 @@ class DistillObjective(Objective):
     gradients at a fraction of the head's cost. Its gathered shapes are
     dynamic, so under an XLA-compiled step (``prepare(jit_compile=True)``,
     called by the training loop) the reference's all-position head is used.
+    The frozen teacher runs :meth:`FastRoFormer.pooled_of
+    <roformer_sim_ft.forward.FastRoFormer.pooled_of>` (no padding in its
+    matmuls, [CLS]-only last layer; the keras encoder under XLA).
     Dropout as in :class:`SupervisedObjective` (student only).
     """
 
@@ -168,12 +171,14 @@ class DistillObjective(Objective):
         self.teacher_path, self.student_path = teacher, student
         self.dropout_rate, self.attention_dropout_rate = dropout_rate, attention_dropout_rate
         self.target_logits_only = target_logits_only
+        self._fast_teacher = True
         self._seq2seq = losses.Seq2SeqLoss()
         self._similarity = losses.SimilarityMatrixLoss(similarity_weight)
 
     def prepare(self, jit_compile: bool = False) -> None:
         if jit_compile:
             self.target_logits_only = False
+            self._fast_teacher = False  # packing has dynamic shapes
 
     def build(self) -> None:
         self.teacher = SimModel.load(self.teacher_path)
@@ -204,10 +209,16 @@ class DistillObjective(Objective):
     def trackables(self) -> dict:
         return {"model": self.model.model}
 
+    def _teacher_vectors(self, tokens, segments):
+        """The frozen teacher's pooled vectors: its plain-TF forward pass (packed tokens, [CLS]-only
+        last layer; equal to the keras encoder within 1e-5) when the layout allows, else the keras encoder."""
+        fast = self.teacher.fast_forward if self._fast_teacher else None
+        if fast is None:
+            return self.teacher.encoder([tokens, segments], training=False)
+        return fast.pooled_of(tokens)  # the teacher's segment ids are all 0 (one text)
+
     def loss(self, batch, training=True):
-        teacher = self.teacher.encoder(
-            [batch["teacher_token_ids"], batch["teacher_segment_ids"]], training=False
-        )
+        teacher = self._teacher_vectors(batch["teacher_token_ids"], batch["teacher_segment_ids"])
         tokens, segments = batch["student_token_ids"], batch["student_segment_ids"]
         if self._trunk is not None:
             pooled, hidden = self._trunk([tokens, segments], training=training)
