@@ -7,6 +7,8 @@ RoFormer's positions are rotary). This module knows that layout and nothing
 about training. Reading never executes code from a checkpoint: it reads named
 tensors with ``tf.train.load_checkpoint``. Writing goes to a temporary folder,
 is read back and compared bit for bit, and only then renamed into place.
+TensorFlow is loaded only by the functions that read or write the tensors, so
+the config and vocab readers serve TensorFlow-free code (the Keras 3 model) too.
 """
 from __future__ import annotations
 
@@ -18,9 +20,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-
-from . import compat  # noqa: F401  (must precede tensorflow)
-import tensorflow as tf
 
 from . import outputs
 from .errors import RoformerSimError
@@ -74,8 +73,11 @@ def resolve(path: str | os.PathLike) -> CheckpointFiles:
     return files
 
 
-def read_config(path: str | os.PathLike) -> dict:
-    """Read and check a BERT-style ``bert_config.json``."""
+def read_config(path: str | os.PathLike, check_activation: bool = True) -> dict:
+    """Read and check a BERT-style ``bert_config.json``.
+
+    ``check_activation`` asks bert4keras (so TensorFlow) whether it knows
+    ``hidden_act``; TensorFlow-free callers check it against their own table."""
     try:
         with open(path, encoding="utf-8") as f:
             config = json.load(f)
@@ -88,7 +90,7 @@ def read_config(path: str | os.PathLike) -> dict:
     missing = [k for k in REQUIRED_CONFIG_KEYS if k not in config]
     if missing:
         raise RoformerSimError(f"{path}: missing config keys {', '.join(missing)}")
-    _check_config_values(path, config)
+    _check_config_values(path, config, check_activation)
     if config["hidden_size"] % config["num_attention_heads"]:
         raise RoformerSimError(
             f"{path}: hidden_size {config['hidden_size']} is not a multiple of "
@@ -97,7 +99,7 @@ def read_config(path: str | os.PathLike) -> dict:
     return config
 
 
-def _check_config_values(path, config: Mapping) -> None:
+def _check_config_values(path, config: Mapping, check_activation: bool = True) -> None:
     """One line for a config value the model cannot be built with (type, range, activation)."""
     for key in REQUIRED_CONFIG_KEYS + ("type_vocab_size", "max_position_embeddings"):
         if key in config:
@@ -112,6 +114,8 @@ def _check_config_values(path, config: Mapping) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise RoformerSimError(f"{path}: initializer_range must be a positive number, got {value!r}")
     act = config.get("hidden_act", "gelu")
+    if not check_activation:
+        return
     try:
         from bert4keras.backend import keras
 
@@ -186,11 +190,20 @@ def expected_variables(config: Mapping) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _tensorflow():
+    """TensorFlow, loaded through compat (tf_keras for bert4keras) on first use."""
+    from . import compat  # noqa: F401  (must precede tensorflow)
+    import tensorflow
+
+    return tensorflow
+
+
 def read_weights(prefix: str | os.PathLike, config: Mapping) -> dict[str, np.ndarray]:
     """Read every expected variable, checking presence and shape against ``config``.
 
     Extra variables (optimizer slots, NSP head, global_step) are ignored.
     """
+    tf = _tensorflow()
     try:
         reader = tf.train.load_checkpoint(str(prefix))
     except (tf.errors.OpError, ValueError, IndexError, OSError) as e:
@@ -244,6 +257,7 @@ def init_weights(config: Mapping, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _save_tensors(prefix: Path, weights: Mapping[str, np.ndarray]) -> None:
+    tf = _tensorflow()
     names = sorted(weights)
     tf.raw_ops.SaveV2(
         prefix=str(prefix),
@@ -298,6 +312,7 @@ def write_checkpoint(
         raise RoformerSimError(f"{out_dir}: holds a training run, whose model only its training writes; "
                                "write this checkpoint into another folder")
     tmp = outputs.temp_dir_beside(out_dir)
+    tf = _tensorflow()
     try:
         to_save = {name: np.asarray(weights[name], dtype=np.float32) for name in expected}
         _save_tensors(tmp / CKPT_NAME, to_save)
