@@ -41,6 +41,7 @@ first step after each hand-over are not timed. Data: real sentences from
     .venv/bin/python benchmarks/bench_train.py --quick --distill # distillation: original, ours
     .venv/bin/python benchmarks/bench_train.py --quick --stage1  # stage 1: original, ours
     .venv/bin/python benchmarks/bench_train.py --profile [--xla]  # where a step's time goes (TF profiler)
+    .venv/bin/python benchmarks/bench_train.py --profile --distill # a distillation step's parts timed alone
 """
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ from roformer_sim_ft import batches as B, checkpoints, readers as D, training  #
 from roformer_sim_ft.settings import DistillSettings, Stage1Settings, SupervisedSettings  # noqa: E402
 from roformer_sim_ft.objectives import DistillObjective, Stage1Objective, SupervisedObjective  # noqa: E402
 from roformer_sim_ft.pipeline import SupervisedSettings  # noqa: E402
+from profile_distill import profile_distill  # noqa: E402
 
 SHARED = Path(os.environ.get("ROFORMER_SIM_FT_SHARED", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SHAPE = "chinese_roformer-sim-char-ft_L-6_H-384_A-6"
@@ -551,6 +553,9 @@ def main(argv: list[str] | None = None) -> None:
     checkpoints.write_checkpoint(ckpt, config, vocab, checkpoints.init_weights(config, seed=0))
     tokenizer = Tokenizer({t: i for i, t in enumerate(vocab)}, do_lower_case=True)
     np.random.seed(args.seed)
+    if args.profile and args.distill:
+        profile_distill(ckpt, D.load_distill_pairs(labeled_dir=SHARED).groups, tokenizer, batch_size)
+        return
     if args.profile:
         profile_step(ckpt, batch_size, 64, args.xla)
         return

@@ -7,28 +7,29 @@ RoFormer's positions are rotary). This module knows that layout and nothing
 about training. Reading never executes code from a checkpoint: it reads named
 tensors with ``tf.train.load_checkpoint``. Writing goes to a temporary folder,
 is read back and compared bit for bit, and only then renamed into place.
+TensorFlow is loaded only by the functions that read or write the tensors, so
+the config and vocab readers serve TensorFlow-free code (the Keras 3 model) too.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from . import compat  # noqa: F401  (must precede tensorflow)
-import tensorflow as tf
-
+from . import outputs
 from .errors import RoformerSimError
-from .io import read_lines
+from .io import os_error, read_lines
 
 CONFIG_NAME = "bert_config.json"
 VOCAB_NAME = "vocab.txt"
 CKPT_NAME = "bert_model.ckpt"
+# Every file of a released checkpoint folder, as write_checkpoint writes it.
+CKPT_FILES = (CONFIG_NAME, VOCAB_NAME, "checkpoint", CKPT_NAME + ".index", CKPT_NAME + ".data-00000-of-00001")
 SPECIAL_TOKENS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
 REQUIRED_CONFIG_KEYS = (
     "hidden_size",
@@ -72,8 +73,11 @@ def resolve(path: str | os.PathLike) -> CheckpointFiles:
     return files
 
 
-def read_config(path: str | os.PathLike) -> dict:
-    """Read and check a BERT-style ``bert_config.json``."""
+def read_config(path: str | os.PathLike, check_activation: bool = True) -> dict:
+    """Read and check a BERT-style ``bert_config.json``.
+
+    ``check_activation`` asks bert4keras (so TensorFlow) whether it knows
+    ``hidden_act``; TensorFlow-free callers check it against their own table."""
     try:
         with open(path, encoding="utf-8") as f:
             config = json.load(f)
@@ -86,6 +90,7 @@ def read_config(path: str | os.PathLike) -> dict:
     missing = [k for k in REQUIRED_CONFIG_KEYS if k not in config]
     if missing:
         raise RoformerSimError(f"{path}: missing config keys {', '.join(missing)}")
+    _check_config_values(path, config, check_activation)
     if config["hidden_size"] % config["num_attention_heads"]:
         raise RoformerSimError(
             f"{path}: hidden_size {config['hidden_size']} is not a multiple of "
@@ -94,11 +99,46 @@ def read_config(path: str | os.PathLike) -> dict:
     return config
 
 
+def _check_config_values(path, config: Mapping, check_activation: bool = True) -> None:
+    """One line for a config value the model cannot be built with (type, range, activation)."""
+    for key in REQUIRED_CONFIG_KEYS + ("type_vocab_size", "max_position_embeddings"):
+        if key in config:
+            value = config[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RoformerSimError(f"{path}: {key} must be a positive integer, got {value!r}")
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        value = config.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise RoformerSimError(f"{path}: {key} must be a number in [0, 1), got {value!r}")
+    value = config.get("initializer_range", 0.02)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise RoformerSimError(f"{path}: initializer_range must be a positive number, got {value!r}")
+    act = config.get("hidden_act", "gelu")
+    if not check_activation:
+        return
+    try:
+        from bert4keras.backend import keras
+
+        keras.activations.get(act)
+        known = isinstance(act, str)
+    except (ValueError, TypeError):
+        known = False
+    if not known:
+        raise RoformerSimError(f"{path}: unknown hidden_act {act!r} (e.g. gelu, gelu_tanh, relu, swish)")
+
+
 def read_vocab(path: str | os.PathLike, vocab_size: int | None = None) -> list[str]:
     """Read ``vocab.txt`` (one token a line) and check its length and special tokens."""
     tokens = read_lines(path, missing="checkpoint file missing")
     while tokens and tokens[-1] == "":
         tokens.pop()
+    seen: dict[str, int] = {}
+    for n, token in enumerate(tokens, 1):
+        if token == "":
+            raise RoformerSimError(f"{path}:{n}: blank line inside the vocab (token ids after it would shift)")
+        if token in seen:
+            raise RoformerSimError(f"{path}:{n}: duplicate token {token!r} (also on line {seen[token]})")
+        seen[token] = n
     if vocab_size is not None and len(tokens) != vocab_size:
         raise RoformerSimError(
             f"{path}: vocab has {len(tokens)} tokens but config vocab_size is {vocab_size}"
@@ -150,16 +190,24 @@ def expected_variables(config: Mapping) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _tensorflow():
+    """TensorFlow, loaded through compat (tf_keras for bert4keras) on first use."""
+    from . import compat  # noqa: F401  (must precede tensorflow)
+    import tensorflow
+
+    return tensorflow
+
+
 # The heads a plain RoFormer checkpoint may lack (no pooler; the MLM head is sometimes absent).
 HEAD_PREFIXES = ("bert/pooler/", "cls/predictions/")
 
 
 def _open_reader(prefix: str | os.PathLike):
+    tf = _tensorflow()
     try:
         return tf.train.load_checkpoint(str(prefix))
-    except (tf.errors.OpError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RoformerSimError(f"{prefix}: not a readable TF checkpoint ({first})") from None
+    except (tf.errors.OpError, ValueError, IndexError, OSError) as e:
+        raise RoformerSimError(f"{prefix}: not a readable TF checkpoint ({_first_line(e)})") from None
 
 
 def absent_heads(prefix: str | os.PathLike, config: Mapping) -> list[str]:
@@ -176,6 +224,7 @@ def read_weights(prefix: str | os.PathLike, config: Mapping, init_missing_heads:
     (a plain RoFormer) get :func:`init_weights` values instead of an error
     (:func:`absent_heads` names them).
     """
+    tf = _tensorflow()
     reader = _open_reader(prefix)
     stored = reader.get_variable_to_shape_map()
     expected = expected_variables(config)
@@ -192,7 +241,18 @@ def read_weights(prefix: str | os.PathLike, config: Mapping, init_missing_heads:
             raise RoformerSimError(
                 f"{prefix}: variable {name} has shape {tuple(stored[name])} but the config needs {shape}"
             )
-    return {name: fresh[name] if name in fresh else reader.get_tensor(name) for name in expected}
+    try:
+        return {name: fresh[name] if name in fresh else reader.get_tensor(name) for name in expected}
+    except (tf.errors.OpError, IndexError, ValueError, OSError) as e:
+        raise RoformerSimError(
+            f"{prefix}: checkpoint data unreadable ({_first_line(e)}): the .index and .data files are damaged "
+            "or do not belong together"
+        ) from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def init_weights(config: Mapping, seed: int = 0, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -222,6 +282,7 @@ def init_weights(config: Mapping, seed: int = 0, names: Sequence[str] | None = N
 
 
 def _save_tensors(prefix: Path, weights: Mapping[str, np.ndarray]) -> None:
+    tf = _tensorflow()
     names = sorted(weights)
     tf.raw_ops.SaveV2(
         prefix=str(prefix),
@@ -250,10 +311,12 @@ def write_checkpoint(
     """Write a checkpoint folder in the released layout, atomically and verified.
 
     Files are written to a temporary folder beside ``out_dir``, read back and
-    compared bit for bit with ``weights``; only then are they moved into
-    ``out_dir`` (a new folder is renamed into place; in an existing folder each
-    file is replaced with ``os.replace``). On failure nothing that existed
-    before is touched and the temporary folder is removed.
+    compared bit for bit with ``weights``; only then is the folder swapped in
+    whole (:func:`roformer_sim_ft.outputs.swap_in`: a kill leaves the old or the
+    new checkpoint, never a mix). An existing ``out_dir`` must be empty or an
+    earlier checkpoint of ours, or the training folder this process is
+    training into (its other entries are kept). On failure nothing that existed before is touched and
+    the temporary folder is removed.
     """
     out_dir = Path(out_dir)
     expected = expected_variables(config)
@@ -268,8 +331,13 @@ def write_checkpoint(
             raise RoformerSimError(
                 f"variable {name} has shape {tuple(np.shape(weights[name]))} but the config needs {shape}"
             )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    outputs.recover(out_dir)
+    if outputs.check_folder_target(out_dir, ("ckpt", "training"), "checkpoint") == "training" \
+            and not outputs.holds_lock(out_dir):
+        raise RoformerSimError(f"{out_dir}: holds a training run, whose model only its training writes; "
+                               "write this checkpoint into another folder")
+    tmp = outputs.temp_dir_beside(out_dir)
+    tf = _tensorflow()
     try:
         to_save = {name: np.asarray(weights[name], dtype=np.float32) for name in expected}
         _save_tensors(tmp / CKPT_NAME, to_save)
@@ -283,12 +351,11 @@ def write_checkpoint(
                 raise RoformerSimError(f"{out_dir}: verification failed: variable {name} differs after writing")
         if read_vocab(tmp / VOCAB_NAME) != list(vocab):
             raise RoformerSimError(f"{out_dir}: verification failed: vocab.txt differs after writing")
-        if not out_dir.exists():
-            os.rename(tmp, out_dir)
-        else:
-            for f in sorted(tmp.iterdir(), key=lambda p: (".index" in p.name, p.name)):
-                os.replace(f, out_dir / f.name)
-            tmp.rmdir()
+        outputs.swap_in(tmp, out_dir, "ckpt", CKPT_FILES)
+    except OSError as e:
+        raise os_error(out_dir, e) from None
+    except tf.errors.OpError as e:
+        raise RoformerSimError(f"{out_dir}: cannot write the checkpoint ({_first_line(e)}); nothing half-written was left") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

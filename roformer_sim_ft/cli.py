@@ -83,8 +83,12 @@ def _run_encode(args: argparse.Namespace) -> None:
 
     from .io import atomic_path
     from .model import SimModel
+    from .outputs import check_file_target
 
+    check_file_target(args.output, "--output .npy")
     texts = _read_lines(args.input)
+    if not texts:
+        raise RoformerSimError(f"{args.input}: no sentences to encode (the file is empty)")
     vectors = SimModel.load(args.checkpoint).encode(
         texts, batch_size=args.batch_size, normalize=not args.no_normalize
     )
@@ -118,7 +122,8 @@ def _add_loop_args(p: argparse.ArgumentParser, stage: type[StageSettings]) -> No
     loop = lambda name: _default(TrainConfig, name)  # noqa: E731
     own = lambda name: _default(stage, name)  # noqa: E731
     g = p.add_argument_group("training loop")
-    g.add_argument("--out", required=True, help="output folder: the trained model (released layout), run.json, training_state/")
+    g.add_argument("--out", required=True, help="output folder: the trained model (released layout), run.json, training_state/; "
+                   "new, empty or a training output (locked while training)")
     g.add_argument("--steps", type=int, default=loop("steps"))
     g.add_argument("--batch-size", type=int, default=own("batch_size"), help=f"rows per batch (default {own('batch_size')})")
     g.add_argument("--bucket", type=int, default=own("bucket"),
@@ -144,6 +149,10 @@ def _add_loop_args(p: argparse.ArgumentParser, stage: type[StageSettings]) -> No
     g.add_argument("--allow-eval-overlap", action="store_true",
                    help="evaluate (and select the model) on files that are also training files")
     g.add_argument("--resume", action="store_true", help="continue from the latest state in --out")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out that holds another run (its states, model and run.json are cleared)")
+    g.add_argument("--allow-changed-settings", action="store_true",
+                   help="--resume although the seed, the data or a setting such as --lr differs from the saved run's")
     g.add_argument("--devices", type=int, help="MirroredStrategy over N devices (default: all GPUs, else one device)")
     g.add_argument("--mixed-precision", choices=tuple(PRECISIONS), help="mixed_float16 / mixed_bfloat16 (loss stays fp32)")
     g.add_argument("--xla", action="store_true", help="compile the train step with XLA")
@@ -155,7 +164,8 @@ def _loop_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         out_dir=args.out, steps=args.steps, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, seed=args.seed, save_every=args.save_every,
-        eval_every=args.eval_every if args.eval_data else 0, resume=args.resume, devices=args.devices,
+        eval_every=args.eval_every if args.eval_data else 0, resume=args.resume, overwrite=args.overwrite,
+        allow_changed_settings=args.allow_changed_settings, devices=args.devices,
         mixed_precision=PRECISIONS.get(args.mixed_precision), jit_compile=args.xla,
         show_progress=False if args.no_progress else None,
     )
@@ -275,6 +285,10 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
     if not args.data and not args.probes:
         raise RoformerSimError("give --data DIR and/or --probes")
+    if args.json:
+        from .outputs import check_file_target
+
+        check_file_target(args.json, "--json file")
     out = evaluate(args.checkpoint, args.data, args.split, _csv(args.tasks), args.batch_size, args.json,
                    args.probes, args.skip_bad_lines)
     if args.data:
@@ -318,13 +332,15 @@ def _args_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int)
     p.add_argument("--mixed-precision", choices=tuple(PRECISIONS))
     p.add_argument("--synonyms-of", action="append", default=[], help="print gen_synonyms of this text at the end")
+    p.add_argument("--overwrite", action="store_true", help="start again where --out holds an earlier pipeline run")
 
 
 @command("pipeline", "[stage 1,] supervised stage, distillation, export and evaluation in one run")(_args_pipeline)
 def _run_pipeline(args: argparse.Namespace) -> None:
     from .pipeline import run_pipeline
 
-    loop = TrainConfig(seed=args.seed, devices=args.devices, mixed_precision=PRECISIONS.get(args.mixed_precision))
+    loop = TrainConfig(seed=args.seed, devices=args.devices, mixed_precision=PRECISIONS.get(args.mixed_precision),
+                       overwrite=args.overwrite)
     splits = _csv(args.splits)
     weights = parse_weights(args.pretrain_weights, len(args.pretrain_data))
     run_pipeline(
@@ -424,6 +440,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"roformer-sim-ft: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file operation not covered by a clearer message: still one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"roformer-sim-ft: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("roformer-sim-ft: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Run bert4keras 0.11.5 on TensorFlow 2.x with tf_keras.
 
-Imported first by the package. It selects tf_keras (Keras 2) for both
-TensorFlow and bert4keras *before* TensorFlow loads, and holds every fix that
-bert4keras needs on today's TensorFlow, so no other module has to care.
-bert4keras files on disk are never edited; fixes are applied at import time.
+Imported by every module that builds models, before TensorFlow. It makes sure
+tf_keras (Keras 2) serves both TensorFlow and bert4keras, loads TensorFlow
+quietly, and patches what bert4keras's layers need on today's TensorFlow:
+seeded initializers, step-seeded dropout, and the tied MLM embedding (fp16 cast,
+reshape+matmul). bert4keras's optimizers are not patched but not used either:
+training uses tf_keras's AdamW (``training.make_optimizer``). bert4keras files
+on disk are never edited; the patches are applied at import time.
 """
 from __future__ import annotations
 
@@ -17,8 +20,8 @@ from .settings import VERBOSE_ENV
 
 if _TF_LOADED_WITH_KERAS3:
     raise ImportError(
-        "roformer_sim_ft must be imported before tensorflow (or set TF_KERAS=1 and "
-        "TF_USE_LEGACY_KERAS=1 in the environment): tensorflow was already imported "
+        "roformer_sim_ft must be imported before tensorflow (or set TF_USE_LEGACY_KERAS=1 "
+        "in the environment before tensorflow is imported): tensorflow was already imported "
         "with Keras 3, which bert4keras cannot use."
     )
 os.environ["TF_KERAS"] = "1"
@@ -205,9 +208,13 @@ _patch_dropout()
 
 
 def _patch_tied_embedding() -> None:
-    """Under mixed_float16 Keras does not autocast Embedding variables, so
-    bert4keras's tied MLM output (``Embedding(mode='dense')``) multiplied fp16
-    activations by the fp32 table. Cast the table to the activations' dtype."""
+    """bert4keras's tied MLM output (``Embedding(mode='dense')``), two fixes.
+
+    Under mixed_float16 Keras does not autocast Embedding variables, so the
+    fp16 activations met the fp32 table: the table is cast to the activations'
+    dtype. And the product is a reshape + matmul instead of bert4keras's
+    ellipsis einsum, whose gradient materialised a [batch, time, vocab,
+    hidden] tensor (seconds per distillation step on CPU)."""
     import bert4keras.layers as layers
 
     original = layers.Embedding.call

@@ -12,30 +12,58 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from . import checkpoints, readers
-from .pipeline import run_pipeline
+from . import checkpoints, outputs, readers
+from .errors import RoformerSimError
+from .pipeline import PIPELINE_STAGES, run_pipeline
 from .settings import DistillSettings, SupervisedSettings, TrainConfig
 
 SYNONYMS_OF = ("今天天气不错", "我喜欢北京", "给我推荐一款红色的车")
+DEMO_ENTRIES = ("init", *PIPELINE_STAGES, "evaluation.json")
+
+
+def _clear_earlier_demo(out: Path) -> None:
+    """Delete what an earlier demo wrote in ``out``; refuse a folder that is not a demo output."""
+    if out.is_dir() and outputs.read_manifest(out) is None and (out / "init").is_dir() \
+            and {p.name for p in out.iterdir()} <= set(DEMO_ENTRIES):
+        outputs.write_manifest(out, "demo", DEMO_ENTRIES)  # a demo output written before manifests existed
+    outputs.check_folder_target(out, ("demo",), "demo output")
+    if out.exists():
+        _, ours = outputs.ownership(out)
+        for name in sorted(ours):
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    outputs.ensure_folder(out)
+    outputs.write_manifest(out, "demo", DEMO_ENTRIES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m roformer_sim_ft.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo_out", help="output folder (replaced)")
+    parser.add_argument("--out", default="demo_out", help="output folder (an earlier demo output there is replaced)")
     parser.add_argument("--preset", default="L-2_H-128", help="model shape (see `roformer-sim-ft init --help`)")
     parser.add_argument("--supervised-steps", type=int, default=300)
     parser.add_argument("--distill-steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except RoformerSimError as e:
+        print(f"demo: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
+    _clear_earlier_demo(out)
     sample = readers.sample_data_dir()
     vocab = checkpoints.builtin_vocab()
     config = checkpoints.preset_config(args.preset, len(vocab))

@@ -3,7 +3,9 @@
 Every format is written into a temporary folder beside the target, checked
 against our own model on a fixed set of sentences (Chinese, mixed Chinese and
 English, punctuation; padded to mixed lengths so that masking is exercised) and
-only then renamed into place. A failed check removes the temporary folder and
+only then swapped in whole. The target must be new, empty or an earlier export
+of the same format (recognised by our manifest); files we did not write are
+never replaced or deleted. A failed check removes the temporary folder and
 raises :class:`RoformerSimError` with the largest difference found.
 
 - ``ckpt``: the released TF1 layout (``checkpoints.write_checkpoint``, weights
@@ -39,7 +41,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -49,8 +50,9 @@ import numpy as np
 from . import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 
-from . import checkpoints
+from . import checkpoints, outputs
 from .errors import RoformerSimError
+from .io import os_error
 from .forward import rotary_frequencies
 from .model import SimModel, pad
 
@@ -70,8 +72,6 @@ H5_NAME = "bert_model.weights.h5"
 HF_WEIGHTS = "model.safetensors"
 HF_POOLER = "pooler.safetensors"
 KERAS_ARCHIVE = "roformer_sim.keras"  # keras3.ARCHIVE_NAME (not imported here: keras3 loads Keras 3)
-# What a folder must already hold for an export to replace it (never clobber unrelated folders).
-_MARKERS = {"h5": H5_NAME, "savedmodel": "saved_model.pb", "hf": HF_WEIGHTS, "keras": KERAS_ARCHIVE}
 # bert4keras activation name -> transformers ACT2FN name (bert4keras's "gelu" is the erf form).
 _HF_ACT = {"gelu": "gelu", "gelu_erf": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "swish": "silu", "linear": "linear"}
 
@@ -120,7 +120,7 @@ def export_model(model: SimModel, out: str | os.PathLike, format: str = "ckpt") 
     }[format]
     token_ids = pad(model.tokenize(VERIFY_TEXTS))
     expected = _unit(model.encoder([token_ids, np.zeros_like(token_ids)], training=False).numpy())
-    with _atomic_dir(out, _MARKERS[format]) as tmp:
+    with _atomic_dir(out, format) as tmp:
         writer(model, tmp)
         vectors, checked = verifier(model, tmp, token_ids)
         diff = float(np.max(np.abs(vectors - expected))) if vectors is not None else 0.0
@@ -138,32 +138,24 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _atomic_dir(out: Path, marker: str) -> Iterator[Path]:
-    """A temporary folder beside ``out``, renamed onto it if the block succeeds.
+def _atomic_dir(out: Path, format: str) -> Iterator[Path]:
+    """A temporary folder beside ``out``, swapped in whole if the block succeeds.
 
-    An existing ``out`` is replaced only if it is empty or holds ``marker`` (an
-    earlier export of the same format); the old folder is moved aside first and
-    deleted after the rename.
+    An existing ``out`` is replaced only if it is empty or an earlier export of
+    the same format (our manifest says so: :mod:`roformer_sim_ft.outputs`); any
+    file in it that the export does not write is kept.
     """
-    if out.exists():
-        if not out.is_dir():
-            raise RoformerSimError(f"{out}: exists and is not a folder")
-        if any(out.iterdir()) and not (out / marker).exists():
-            raise RoformerSimError(f"{out}: folder exists and is not an earlier export ({marker} missing); not replacing it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    old = None
+    outputs.recover(out)
+    outputs.check_folder_target(out, (format,), f"{format} export")
+    tmp = outputs.temp_dir_beside(out)
     try:
         yield tmp
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-        os.rename(tmp, out)
+        outputs.swap_in(tmp, out, format, [p.name for p in tmp.iterdir()])
+    except OSError as e:
+        raise os_error(out, e) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_config_vocab(model: SimModel, folder: Path) -> None:

@@ -2,22 +2,60 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import RoformerSimError
+
+
+def umask() -> int:
+    """The process's umask (read without changing it for longer than the call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have (tempfile makes 0600/0700)."""
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~umask())
+
+
+def os_error(path: str | os.PathLike, e: OSError) -> RoformerSimError:
+    """A one-line error naming ``path`` for a failed file operation."""
+    reason = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+              errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+              errno.EROFS: "read-only file system"}.get(e.errno, e.strerror or str(e))
+    return RoformerSimError(f"{path}: cannot write ({reason}); nothing half-written was left")
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The file gets the mode the umask gives; a failed write (full disk, no
+    permission) raises :class:`RoformerSimError` naming ``path`` and leaves nothing.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    if path.is_dir():
+        raise RoformerSimError(f"{path}: is a folder; expected a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    except (FileExistsError, NotADirectoryError):
+        raise RoformerSimError(f"{path}: a parent of this path is a file, not a folder") from None
+    except OSError as e:
+        raise os_error(path, e) from None
     os.close(fd)
     try:
         yield Path(tmp)
+        follow_umask(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise os_error(path, e) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -31,12 +69,14 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def read_lines(path: str | os.PathLike, missing: str = "file missing") -> list[str]:
     """Lines of a UTF-8 text file without line ends; one-line errors for a missing or non-UTF-8 file."""
-    from .errors import RoformerSimError
-
     try:
         with open(path, encoding="utf-8") as f:
             return [line.rstrip("\r\n") for line in f]
     except FileNotFoundError:
         raise RoformerSimError(f"{missing}: {path}") from None
+    except IsADirectoryError:
+        raise RoformerSimError(f"{path}: is a folder, expected a text file") from None
+    except PermissionError:
+        raise RoformerSimError(f"{path}: permission denied") from None
     except UnicodeDecodeError as e:
         raise RoformerSimError(f"{path}: invalid UTF-8 ({e})") from None

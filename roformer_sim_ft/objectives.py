@@ -215,8 +215,10 @@ class DistillObjective(_UniLMObjective):
     the teacher's batch cosine-similarity matrices (on the global batch across
     replicas). One student forward pass gives both the pooled vector and the
     MLM logits (``target_logits_only`` as in :class:`_UniLMObjective`). The
-    teacher is frozen and sees the unmasked source. Dropout as in
-    :class:`SupervisedObjective` (student only).
+    teacher is frozen and sees the unmasked source; it runs
+    :meth:`FastRoFormer.pooled_of <roformer_sim_ft.forward.FastRoFormer.pooled_of>`
+    (no padding in its matmuls, [CLS]-only last layer; the keras encoder under
+    XLA). Dropout as in :class:`SupervisedObjective` (student only).
     """
 
     name = "distill"
@@ -234,7 +236,13 @@ class DistillObjective(_UniLMObjective):
         checkpoints.resolve(student)
         super().__init__(dropout_rate, target_logits_only, attention_dropout_rate)
         self.teacher_path, self.student_path = teacher, student
+        self._fast_teacher = True
         self._similarity = losses.SimilarityMatrixLoss(similarity_weight)
+
+    def prepare(self, jit_compile: bool = False, replicas: int = 1, batch_size: Optional[int] = None) -> None:
+        super().prepare(jit_compile, replicas, batch_size)
+        if jit_compile:
+            self._fast_teacher = False  # packing has dynamic shapes
 
     def build(self) -> None:
         self.teacher = SimModel.load(self.teacher_path)
@@ -245,10 +253,16 @@ class DistillObjective(_UniLMObjective):
                 f"teacher {self.teacher_path} and student {self.student_path} have different vocabularies"
             )
 
+    def _teacher_vectors(self, tokens, segments):
+        """The frozen teacher's pooled vectors: its plain-TF forward pass (packed tokens, [CLS]-only
+        last layer; equal to the keras encoder within 1e-5) when the layout allows, else the keras encoder."""
+        fast = self.teacher.fast_forward if self._fast_teacher else None
+        if fast is None:
+            return self.teacher.encoder([tokens, segments], training=False)
+        return fast.pooled_of(tokens)  # the teacher's segment ids are all 0 (one text)
+
     def loss(self, batch, training=True):
-        teacher = self.teacher.encoder(
-            [batch["teacher_token_ids"], batch["teacher_segment_ids"]], training=False
-        )
+        teacher = self._teacher_vectors(batch["teacher_token_ids"], batch["teacher_segment_ids"])
         pooled, seq2seq = self._pooled_and_seq2seq(batch["student_token_ids"], batch["student_segment_ids"], training)
         similarity = self._similarity(tf.stop_gradient(teacher), pooled)
         return seq2seq + similarity, {"seq2seq": seq2seq, "similarity": similarity}

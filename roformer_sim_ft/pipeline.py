@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import batches, checkpoints, evaluation, readers, training
+from . import batches, checkpoints, evaluation, outputs, readers, training
 from .errors import NoDataFiles, RoformerSimError
 from .io import write_text_atomic
 from .model import SimModel, make_tokenizer
@@ -60,7 +60,9 @@ def _train_stage(objective, stream, settings: StageSettings, train_config: Train
     )
     evaluator = _evaluator(eval_dir, eval_split, tasks, settings.skip_bad_lines, [r.path for r in reports],
                            allow_eval_overlap)
-    return training.train(objective, stream, config, evaluator=evaluator, settings={**record, **settings.as_record()})
+    fingerprint = evaluation.fingerprint_files([r.path for r in reports])  # resume refuses other data of the same size
+    return training.train(objective, stream, config, evaluator=evaluator,
+                          settings={**record, **settings.as_record(), "data_fingerprint": fingerprint})
 
 
 def supervised(
@@ -76,6 +78,7 @@ def supervised(
 ) -> training.TrainResult:
     """Fine-tune ``checkpoint`` Sentence-BERT style; the encoder lands in ``train_config.out_dir``."""
     settings.validate()
+    training.check_out_dir(train_config)
     corpus = readers.load_supervised_data(
         data_dir, senteval_files=senteval_files, nli_files=nli_files, tasks=settings.tasks, splits=settings.splits,
         thresholds=settings.thresholds, maxlen=settings.maxlen, skip_bad_lines=settings.skip_bad_lines,
@@ -108,6 +111,7 @@ def distill(
 ) -> training.TrainResult:
     """Distil ``teacher``'s similarities into the UniLM ``student``; the student lands in ``out_dir``."""
     settings.validate()
+    training.check_out_dir(train_config)
     pairs = readers.load_distill_pairs(
         pair_files, labeled_dir=labeled_dir, splits=settings.labeled_splits, maxlen=settings.maxlen,
         skip_bad_lines=settings.skip_bad_lines,
@@ -197,6 +201,7 @@ def evaluate(
         if loaded is None or not loaded.rows:
             raise RoformerSimError(f"{data_dir}: no {split} file for any of {', '.join(tasks)}{hint}")
         _report(loaded.reports)
+        _check_labels_vary(loaded, split)
         evaluator = evaluation.SimilarityEvaluator(
             loaded.rows, batch_size=batch_size, name=name, missing=loaded.missing,
             files=loaded.files, show_progress_bar=show_progress_bar,
@@ -214,6 +219,17 @@ def evaluate(
             extra["probes"] = [row._asdict() for row in out.probes]
         write_text_atomic(json_out, evaluation.to_json(result, ckpt_fp, data_fp, **extra) + "\n")
     return out
+
+
+def _check_labels_vary(loaded, split: str) -> None:
+    """Spearman is undefined when a task's labels are all equal: say so per task, and stop if no task is left."""
+    constant = {task: rows[0][2] for task, rows in loaded.rows.items() if rows and len({r[2] for r in rows}) == 1}
+    if constant and len(constant) == len(loaded.rows):
+        task, label = next(iter(constant.items()))
+        raise RoformerSimError(f"{task} {split}: all {len(loaded.rows[task])} labels are {label:g}: "
+                               "Spearman correlation is undefined (nothing to rank)")
+    for task, label in constant.items():
+        print(f"warning: {task} {split}: all {len(loaded.rows[task])} labels are {label:g}: its Spearman is undefined (nan)")
 
 
 PIPELINE_STAGES = ("pretrained", "supervised", "distilled", "export")
@@ -238,20 +254,25 @@ def run_pipeline(
 ) -> dict:
     """[Stage 1 →] supervised stage → distillation → export → evaluation (+ generated synonyms).
 
-    Outputs, each kept: ``OUT/pretrained`` (stage 1, only with
-    ``pretrain_files``: pairs of similar texts; then ``checkpoint`` may be a
-    plain RoFormer and the later stages start from this output),
-    ``OUT/supervised`` (the -ft encoder), ``OUT/distilled`` (the UniLM student,
-    released layout), ``OUT/export`` (the student re-exported and verified),
-    ``OUT/evaluation.json``. Each stage's ``out_dir`` is set here (the configs
-    given are not changed). Distillation pairs: ``pair_files`` and the positive
-    pairs of ``data_dir``. The final evaluation reads ``eval_split`` of
-    ``eval_dir`` (default ``data_dir``), which must not be a training file
-    unless ``allow_eval_overlap``.
+    ``out_dir`` must be new, empty or an earlier pipeline output (a stage
+    folder holding a run needs ``overwrite`` in its config). Outputs, each
+    kept: ``OUT/pretrained`` (stage 1, only with ``pretrain_files``: pairs of
+    similar texts; then ``checkpoint`` may be a plain RoFormer and the later
+    stages start from this output), ``OUT/supervised`` (the -ft encoder),
+    ``OUT/distilled`` (the UniLM student, released layout), ``OUT/export`` (the
+    student re-exported and verified), ``OUT/evaluation.json``. Each stage's
+    ``out_dir`` is set here (the configs given are not changed). Distillation
+    pairs: ``pair_files`` and the positive pairs of ``data_dir``. The final
+    evaluation reads ``eval_split`` of ``eval_dir`` (default ``data_dir``),
+    which must not be a training file unless ``allow_eval_overlap``.
     """
     out_dir = Path(out_dir)
     dirs = {name: out_dir / name for name in PIPELINE_STAGES}
     eval_dir = eval_dir or data_dir
+    outputs.check_folder_target(out_dir, ("pipeline", "demo"), "pipeline output")
+    outputs.ensure_folder(out_dir)
+    if outputs.read_manifest(out_dir) is None:
+        outputs.write_manifest(out_dir, "pipeline", [*PIPELINE_STAGES, "evaluation.json"])
     # Refuse a training/evaluation overlap before hours of training, not after.
     found = readers.find_data_files(data_dir, tasks=supervised_settings.tasks, splits=supervised_settings.splits,
                                     log_missing=False)

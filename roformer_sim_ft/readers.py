@@ -45,6 +45,8 @@ OPTIONAL_TASKS: tuple[str, ...] = ("SOHU21-SSB",)  # used when present, never re
 DEFAULT_SPLITS: tuple[str, ...] = ("train",)
 NLI_LABELS: dict[str, int] = {"contradiction": 2, "entailment": 3, "neutral": 4}
 ENTAILMENT = NLI_LABELS["entailment"]
+# gold_label values of lines without a majority label (CNSD writes '-'): skipped, not errors.
+NLI_UNLABELED = ("-", "")
 SEPS = "\n。！？!?；;，, "
 STRIPS = "；;，, "
 MAX_REPORTED_ERRORS = 20
@@ -370,8 +372,9 @@ def read_nli(path: PathLike, *, maxlen: int | None = MAXLEN,
              skip_bad_lines: bool = False) -> tuple[list[LabeledPair], FileReport]:
     """Read CNSD-style NLI jsonl ``{"sentence1", "sentence2", "gold_label"}``.
 
-    contradiction/entailment/neutral -> 2/3/4. Any other gold_label (CNSD's '-')
-    is skipped, as in the reference, and counted in ``report.unlabeled``.
+    contradiction/entailment/neutral -> 2/3/4. CNSD's unlabelled lines (gold_label
+    '-') are skipped, as in the reference, and counted in ``report.unlabeled``; any
+    other gold_label (a typo such as 'entail') is a bad line.
     A U+FEFF at the very start of the file is ignored (JSON cannot start with it).
     """
     reader = _LineReader(path, skip_bad_lines, strip_bom=True)
@@ -381,9 +384,12 @@ def read_nli(path: PathLike, *, maxlen: int | None = MAXLEN,
             obj = _json_object(text)
             s1, s2 = _string_field(obj, "sentence1"), _string_field(obj, "sentence2")
             gold = _string_field(obj, "gold_label")
-            if gold not in NLI_LABELS:
+            if gold in NLI_UNLABELED:
                 reader.report.unlabeled += 1
                 continue
+            if gold not in NLI_LABELS:
+                raise _BadLine(f"gold_label {gold!r} is not one of {', '.join(NLI_LABELS)} "
+                               f"or {' / '.join(repr(u) for u in NLI_UNLABELED)} (unlabelled)")
             pairs.append(LabeledPair(_cut_or_fail(s1, maxlen, "sentence1"),
                                      _cut_or_fail(s2, maxlen, "sentence2"), NLI_LABELS[gold]))
         except _BadLine as e:

@@ -56,6 +56,8 @@ class TrainConfig:
     eval_every: int = 0
     log_every: int = 10
     resume: bool = False
+    overwrite: bool = False  # a new run into an out_dir holding another run's states clears them first
+    allow_changed_settings: bool = False  # resume although seed, data or a non-structural setting changed
     devices: Optional[int] = None
     mixed_precision: Optional[str] = None  # None, "mixed_float16" or "mixed_bfloat16"
     jit_compile: bool = False
@@ -77,6 +79,10 @@ class TrainConfig:
             raise RoformerSimError(
                 f"mixed_precision must be one of {', '.join(PRECISIONS.values())}, got {self.mixed_precision!r}"
             )
+        if self.resume and self.overwrite:
+            raise RoformerSimError("resume and overwrite exclude each other: continue the run or start again")
+        if self.keep_states < 1:
+            raise RoformerSimError(f"keep_states must be at least 1, got {self.keep_states}")
         for name in ("save_every", "eval_every", "warmup_steps", "log_every"):
             if getattr(self, name) < 0:
                 raise RoformerSimError(f"{name} must not be negative, got {getattr(self, name)}")

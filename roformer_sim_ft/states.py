@@ -12,20 +12,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 from . import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 
-from . import checkpoints
+from . import checkpoints, outputs
 from .errors import RoformerSimError
+from .io import os_error
 
 STATE_DIR = "training_state"
 
 
-def _step_of(path: Path) -> Optional[int]:
+def step_of(path: Path) -> Optional[int]:
+    """N of a `step-N` folder, or None for any other name."""
     name = path.name
     if not name.startswith("step-") or not name[5:].isdigit():
         return None
@@ -35,8 +36,8 @@ def _step_of(path: Path) -> Optional[int]:
 def list_states(out_dir: Path) -> list[Path]:
     """The complete ``step-N`` folders of ``out_dir``, oldest first."""
     root = Path(out_dir) / STATE_DIR
-    states = [p for p in root.glob("step-*") if _step_of(p) is not None and (p / "state.json").exists()]
-    return sorted(states, key=_step_of)
+    states = [p for p in root.glob("step-*") if step_of(p) is not None and (p / "state.json").exists()]
+    return sorted(states, key=step_of)
 
 
 def latest_state(out_dir: Path) -> Optional[Path]:
@@ -46,11 +47,14 @@ def latest_state(out_dir: Path) -> Optional[Path]:
 
 
 def save_state(out_dir: Path, step: int, checkpoint: tf.train.Checkpoint, record: dict, keep: int, model) -> Path:
-    """Write ``training_state/step-N`` through a temporary folder, then prune all but the ``keep`` newest."""
+    """Write ``training_state/step-N`` through a temporary folder, then prune all but the ``keep`` newest.
+
+    A failed write (full disk, no permission) raises a one-line error naming the
+    state and leaves the earlier states as they were.
+    """
     root = Path(out_dir) / STATE_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}.tmp-", dir=root))
+    tmp = outputs.temp_dir_beside(final)
     try:
         checkpoint.write(str(tmp / "ckpt"))
         checkpoints.write_config_vocab(tmp, model.config, model.vocab)
@@ -58,6 +62,11 @@ def save_state(out_dir: Path, step: int, checkpoint: tf.train.Checkpoint, record
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
+    except OSError as e:
+        raise os_error(final, e) from None
+    except tf.errors.OpError as e:
+        raise RoformerSimError(f"{final}: cannot write the training state ({str(e).strip().splitlines()[0][:200]}); "
+                               "the earlier states are kept") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -67,12 +76,41 @@ def save_state(out_dir: Path, step: int, checkpoint: tf.train.Checkpoint, record
     return final
 
 
+def remove_leftovers(out_dir: Path) -> list[Path]:
+    """Delete the ``.step-N.tmp-*`` folders a killed save left behind; return them."""
+    root = Path(out_dir) / STATE_DIR
+    found = [p for p in root.glob(".step-*.tmp-*") if p.is_dir()] if root.is_dir() else []
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True)
+    return found
+
+
+def clear_states(out_dir: Path) -> None:
+    """Delete every ``step-N`` state of ``out_dir`` (ours by name and content: each holds state.json)."""
+    for state in list_states(out_dir):
+        shutil.rmtree(state)
+
+
+def set_aside(state: Path) -> Path:
+    """Rename a damaged state to ``step-N.damaged`` (kept for inspection, no longer listed)."""
+    target = state.with_name(state.name + ".damaged")
+    n = 1
+    while target.exists():
+        n += 1
+        target = state.with_name(f"{state.name}.damaged-{n}")
+    os.rename(state, target)
+    return target
+
+
 def read_record(state: Path) -> dict:
     """The ``state.json`` of a state folder."""
     try:
-        return json.loads((Path(state) / "state.json").read_text(encoding="utf-8"))
+        record = json.loads((Path(state) / "state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise RoformerSimError(f"{state}/state.json: unreadable training state ({e})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("step"), int) or "sampler" not in record:
+        raise RoformerSimError(f"{state}/state.json: not a training state record")
+    return record
 
 
 def load_state_model(path: str | os.PathLike):
@@ -89,5 +127,8 @@ def load_state_model(path: str | os.PathLike):
     config = checkpoints.read_config(path / checkpoints.CONFIG_NAME)
     vocab = checkpoints.read_vocab(path / checkpoints.VOCAB_NAME, config["vocab_size"])
     model = SimModel(config, vocab)
-    tf.train.Checkpoint(model=model.model).read(str(path / "ckpt")).expect_partial()
+    try:
+        tf.train.Checkpoint(model=model.model).read(str(path / "ckpt")).expect_partial()
+    except (tf.errors.OpError, ValueError, IndexError, AssertionError) as e:
+        raise RoformerSimError(f"{path}: damaged training state ({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})") from None
     return model

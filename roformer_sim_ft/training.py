@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from . import compat
 import tensorflow as tf
 from bert4keras.backend import keras
 
-from . import states
+from . import checkpoints, outputs, states
 from .errors import RoformerSimError
 from .io import write_text_atomic
 from .settings import StageSettings, TrainConfig
@@ -101,10 +103,17 @@ def make_strategy(devices: Optional[int]) -> tf.distribute.Strategy:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop saves and stops after the current step."""
+    """SIGINT/SIGTERM set a flag; the loop saves and stops after the current step.
+
+    The handlers stay until the save is complete: a second signal only says so,
+    a third exits at once, naming what is lost (``last_saved`` is the newest
+    state on disk, kept up to date by the loop).
+    """
 
     def __init__(self) -> None:
         self.signal: Optional[int] = None
+        self.count = 0
+        self.last_saved: Optional[Path] = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self):
@@ -116,9 +125,18 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.signal is not None:  # second signal: stop hard
-            raise KeyboardInterrupt
-        self.signal = signum
+        self.count += 1
+        if self.count == 1:
+            self.signal = signum
+            return
+        if self.count == 2:
+            print("stopping: the state of the current step is being saved; a third signal exits at once "
+                  "without it", file=sys.stderr, flush=True)
+            return
+        kept = f"the latest kept state is {self.last_saved}" if self.last_saved else "no state of this run was saved"
+        print(f"exiting without saving: the steps since the last saved state are lost ({kept})",
+              file=sys.stderr, flush=True)
+        os._exit(128 + signum)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -153,7 +171,8 @@ class _Run:
             yield self.train_step(batch), waited
 
     def save(self, step: int) -> Path:
-        record = {"step": step, "sampler": self.batches.state(), "history": self.history, "settings": self.settings}
+        record = {"step": step, "sampler": self.batches.state(), "history": self.history, "settings": self.settings,
+                  "seed": self.config.seed}
         return states.save_state(self.out_dir, step, self.checkpoint, record, self.config.keep_states,
                                  self.objective.model)
 
@@ -171,23 +190,76 @@ def train(
     ``evaluator(model)`` returns an object with ``primary_metric`` (higher is
     better) and ``as_dict()``, e.g. :class:`~roformer_sim_ft.evaluation.SimilarityEvaluator`.
     ``on_step(step, losses)`` is called after every step (for tests and tools).
-    ``settings`` is recorded in ``run.json``.
+    ``settings`` is recorded in ``run.json`` and in each state; ``resume``
+    refuses a state saved with other settings, seed or data (see
+    :data:`RESUME_FIXED`, ``config.allow_changed_settings``).
+
+    ``out_dir`` must be new, empty or a training folder of ours; it is locked
+    for the run. A new run into a folder holding another run's states stops
+    unless ``config.overwrite`` (which clears them first).
     """
     config.validate()
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy(config.mixed_precision)
-    try:
-        run = _build(objective, batches, config, out_dir, settings or {})
-        if config.resume:
-            _restore(run)
-        result = _loop(run, evaluator, on_step)
-        _finish(run, result, evaluator)
-        return result
-    finally:
+    check_out_dir(config)
+    outputs.ensure_folder(out_dir)
+    with outputs.FolderLock(out_dir):
+        _claim(out_dir, config)
         if config.mixed_precision:
-            keras.mixed_precision.set_global_policy("float32")
+            keras.mixed_precision.set_global_policy(config.mixed_precision)
+        try:
+            run = _build(objective, batches, config, out_dir, settings or {})
+            if config.resume:
+                _restore(run)
+            with _StopFlag() as stop:
+                stop.last_saved = states.latest_state(out_dir)
+                result = _loop(run, evaluator, on_step, stop)
+                _finish(run, result, evaluator)
+            return result
+        finally:
+            if config.mixed_precision:
+                keras.mixed_precision.set_global_policy("float32")
+
+
+def check_out_dir(config: TrainConfig) -> None:
+    """One line, before any work, if ``config.out_dir`` cannot take this run: a file,
+    a folder that is not a training output of ours, or another run without
+    ``resume``/``overwrite``. (:func:`train` checks again under the folder's lock.)"""
+    if not config.out_dir:
+        return  # TrainConfig.validate says so
+    out_dir = Path(config.out_dir)
+    outputs.recover(out_dir)
+    outputs.check_folder_target(out_dir, ("training",), "training run")
+    latest = states.latest_state(out_dir) if out_dir.is_dir() else None
+    if latest is not None and not config.resume and not config.overwrite:
+        raise RoformerSimError(
+            f"{out_dir} holds a run at step {states.step_of(latest)}: use --resume to continue it "
+            "or --overwrite to start again"
+        )
+
+
+def _claim(out_dir: Path, config: TrainConfig) -> None:
+    """Make ``out_dir`` this run's (under its lock): leftovers of a kill removed,
+    another run's states refused or (``overwrite``) cleared, the manifest written."""
+    for leftover in states.remove_leftovers(out_dir):
+        print(f"note: removed {leftover} (a state save cut short by a kill)", file=sys.stderr)
+    latest = states.latest_state(out_dir)
+    if config.resume:
+        return
+    if latest is not None:
+        if not config.overwrite:
+            raise RoformerSimError(
+                f"{out_dir} holds a run at step {states.step_of(latest)}: use --resume to continue it "
+                "or --overwrite to start again"
+            )
+        states.clear_states(out_dir)
+        _, ours = outputs.ownership(out_dir)
+        for name in ("run.json", *checkpoints.CKPT_FILES):
+            if name in ours and (out_dir / name).exists():
+                (out_dir / name).unlink()
+        print(f"note: --overwrite: cleared the earlier run in {out_dir}", file=sys.stderr)
+    if outputs.read_manifest(out_dir) is None:
+        _, ours = outputs.ownership(out_dir)
+        outputs.write_manifest(out_dir, "training", {"run.json", STATE_DIR, outputs.LOCK_NAME} | ours)
 
 
 def _build(objective, batches, config: TrainConfig, out_dir: Path, settings: dict) -> _Run:
@@ -230,20 +302,90 @@ def _build(objective, batches, config: TrainConfig, out_dir: Path, settings: dic
     return _Run(objective, batches, config, out_dir, strategy, train_step, step_var, checkpoint, settings)
 
 
+# Settings a state is bound to: a different value makes a different model (never overridable).
+RESUME_FIXED = ("stage", "objective", "features", "heads")
+# Settings whose change only alters how training goes on: refused unless config.allow_changed_settings.
+# Paths (checkpoint, data, teacher, student) may move; the data's content is compared by fingerprint.
+RESUME_IGNORED = ("checkpoint", "data", "teacher", "student", "skip_bad_lines")
+
+
+_FLAGS = {"dropout_rate": "--dropout", "attention_dropout_rate": "--attention-dropout"}
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _check_settings(run: _Run, state: Path, saved: dict) -> None:
+    """One line naming the first setting that differs from the state's (seed and data fingerprint included)."""
+    if "settings" not in saved:
+        return
+    before = {**saved.get("settings", {}), "seed": saved.get("seed", run.config.seed)}
+    now = {**run.settings, "seed": run.config.seed}
+    for key in sorted(set(before) | set(now), key=lambda k: (k not in RESUME_FIXED, k)):
+        if key in RESUME_IGNORED or json.dumps(before.get(key), default=str) == json.dumps(now.get(key), default=str):
+            continue
+        b, n = _shown(before.get(key)), _shown(now.get(key))
+        if key in RESUME_FIXED:
+            raise RoformerSimError(
+                f"--resume: {state} was trained with {key} {b}, not {n}: that is another model; start it in another --out"
+            )
+        if not run.config.allow_changed_settings:
+            if key == "data_fingerprint":
+                raise RoformerSimError(
+                    f"--resume: {state} was saved on other data (content fingerprint {b}, now {n}): "
+                    "resume with the same data, or pass --allow-changed-settings"
+                )
+            raise RoformerSimError(
+                f"--resume: {state} was saved with {key} {b}, not {n} (resume with the same setting: "
+                f"{_FLAGS.get(key, '--' + key.replace('_', '-'))} {b}), or pass --allow-changed-settings"
+            )
+        print(f"note: --resume with {key} {n} instead of {b} (--allow-changed-settings)", file=sys.stderr)
+
+
 def _restore(run: _Run) -> None:
-    """Continue from the latest training state of ``out_dir``: weights, optimizer, sampler, history."""
-    latest = states.latest_state(run.out_dir)
-    if latest is None:
+    """Continue from the latest readable training state of ``out_dir``: weights, optimizer, sampler, history.
+
+    A damaged state (unreadable state.json or weights) is renamed ``step-N.damaged``
+    with a warning and the previous kept state is used instead.
+    """
+    candidates = states.list_states(run.out_dir)[::-1]
+    if not candidates:
         raise RoformerSimError(f"--resume: no training state in {run.out_dir / STATE_DIR}")
-    run.checkpoint.read(str(latest / "ckpt")).assert_existing_objects_matched()
-    saved = states.read_record(latest)
+    for state in candidates:
+        try:
+            saved = states.read_record(state)
+        except RoformerSimError as e:
+            _set_aside(state, e)
+            continue
+        _check_settings(run, state, saved)
+        try:
+            run.checkpoint.read(str(state / "ckpt")).assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, IndexError, AssertionError) as e:
+            _set_aside(state, e)
+            continue
+        break
+    else:
+        raise RoformerSimError(f"--resume: no readable training state in {run.out_dir / STATE_DIR}")
     run.batches.restore(saved["sampler"])
     run.history = saved["history"]
     if int(run.step_var.numpy()) != saved["step"] or run.batches.position != saved["step"]:
-        raise RoformerSimError(f"{latest}: inconsistent training state (step {int(run.step_var.numpy())} vs {saved['step']})")
+        raise RoformerSimError(f"{state}: inconsistent training state (step {int(run.step_var.numpy())} vs {saved['step']})")
+    if saved["step"] >= run.config.steps:
+        raise RoformerSimError(
+            f"--resume: the run in {run.out_dir} is at step {saved['step']} and --steps is {run.config.steps}: "
+            f"nothing to do (give --steps above {saved['step']} to continue it)"
+        )
 
 
-def _loop(run: _Run, evaluator, on_step) -> TrainResult:
+def _set_aside(state: Path, error: BaseException) -> None:
+    text = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    aside = states.set_aside(state)
+    print(f"warning: training state {state} is damaged ({text}); moved to {aside.name}, trying the previous one",
+          file=sys.stderr)
+
+
+def _loop(run: _Run, evaluator, on_step, stop: _StopFlag) -> TrainResult:
     """Steps until ``config.steps`` or a stop signal: log, evaluate, save states on schedule."""
     config, history = run.config, run.history
     start = int(run.step_var.numpy())
@@ -256,31 +398,31 @@ def _loop(run: _Run, evaluator, on_step) -> TrainResult:
     t0, waited = time.perf_counter(), 0.0
     step = start
     stepper = run.steps()
-    with _StopFlag() as stop:
-        while step < config.steps:
-            values, wait = next(stepper)
-            waited += wait
-            run.batches.advance(1)
-            step += 1
-            losses = {k: float(v.numpy()) for k, v in values.items()}
-            if not all(math.isfinite(v) for v in losses.values()):
-                raise RoformerSimError(f"loss became non-finite at step {step}: {losses}")
-            bar.update(1)
-            if config.log_every and (step % config.log_every == 0 or step == config.steps):
-                bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
-                history["losses"].append({"step": step, **losses})
-            if on_step is not None:
-                on_step(step, losses)
-            if evaluator is not None and config.eval_every and step % config.eval_every == 0:
-                _evaluate(run, evaluator, step, bar)
-            if stop.signal is not None:
-                interrupted = True
-                break
-            if config.save_every and step % config.save_every == 0 and step < config.steps:
-                run.save(step)
-        if interrupted:  # still inside the handlers: a second signal during this save stops hard
-            path = run.save(step)
-            bar.write(f"interrupted at step {step}: state saved to {path}; continue with --resume")
+    # The caller holds the signal handlers (_StopFlag) until the run is finished.
+    while step < config.steps:
+        values, wait = next(stepper)
+        waited += wait
+        run.batches.advance(1)
+        step += 1
+        losses = {k: float(v.numpy()) for k, v in values.items()}
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise RoformerSimError(f"loss became non-finite at step {step}: {losses}")
+        bar.update(1)
+        if config.log_every and (step % config.log_every == 0 or step == config.steps):
+            bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
+            history["losses"].append({"step": step, **losses})
+        if on_step is not None:
+            on_step(step, losses)
+        if evaluator is not None and config.eval_every and step % config.eval_every == 0:
+            _evaluate(run, evaluator, step, bar)
+        if stop.signal is not None:
+            interrupted = True
+            break
+        if config.save_every and step % config.save_every == 0 and step < config.steps:
+            stop.last_saved = run.save(step)
+    if interrupted:  # still inside the handlers: a second signal waits for this save
+        path = stop.last_saved = run.save(step)
+        bar.write(f"interrupted at step {step}: state saved to {path}; continue with --resume")
     bar.close()
     elapsed = time.perf_counter() - t0
     return TrainResult(

@@ -114,15 +114,15 @@ def spread_checkpoint(tmp_path_factory, tiny_vocab, tiny_config) -> Path:
 @pytest.fixture(scope="session")
 def sample_data():
     """The bundled sample senteval_cn (train and valid splits) + CNSD data, read once."""
-    from roformer_sim_ft import data
+    from roformer_sim_ft import readers
 
-    return data.load_supervised_data(data.sample_data_dir(), splits=("train", "valid"))
+    return readers.load_supervised_data(readers.sample_data_dir(), splits=("train", "valid"))
 
 
 @pytest.fixture(scope="session")
 def sample_groups():
     """The bundled distillation pairs (both jsonl forms), read once."""
-    from roformer_sim_ft import data
+    from roformer_sim_ft import readers
 
-    s = data.sample_data_dir() / "synonyms"
-    return data.load_distill_pairs([s / "sample.jsonl", s / "pairs.jsonl"]).groups
+    s = readers.sample_data_dir() / "synonyms"
+    return readers.load_distill_pairs([s / "sample.jsonl", s / "pairs.jsonl"]).groups

@@ -9,16 +9,16 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from roformer_sim_ft import data as D
+from roformer_sim_ft import batches as B
 from roformer_sim_ft.errors import RoformerSimError
 
 
 def supervised(sample_data, tokenizer, **kwargs):
-    return D.SupervisedBatches.from_data(sample_data, tokenizer, batch_size=8, seed=3, **kwargs)
+    return B.SupervisedBatches.from_data(sample_data, tokenizer, batch_size=8, seed=3, **kwargs)
 
 
 def distill(sample_groups, tokenizer, **kwargs):
-    return D.DistillBatches(sample_groups, tokenizer, batch_size=8, seed=3, **kwargs)
+    return B.DistillBatches(sample_groups, tokenizer, batch_size=8, seed=3, **kwargs)
 
 
 @pytest.mark.parametrize("make", [supervised, distill])
@@ -61,7 +61,7 @@ def test_bucket_deals_the_same_samples_with_less_padding(sample_data, tokenizer)
 
 def test_bucketed_batches_keep_the_one_to_one_mix(sample_data, tokenizer):
     """Binary and NLI pairs stay 1:1 in every batch, as in the reference's order; lengths are sorted per source."""
-    bucketed = D.SupervisedBatches.from_data(sample_data, tokenizer, batch_size=16, seed=3, bucket=8)
+    bucketed = B.SupervisedBatches.from_data(sample_data, tokenizer, batch_size=16, seed=3, bucket=8)
     for i in range(24):
         labels = bucketed.batch_at(i)["labels"][0::2]
         assert (labels >= 2).sum() == (labels < 2).sum() == 4, (i, labels)

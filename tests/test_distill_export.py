@@ -8,13 +8,13 @@ import textwrap
 
 import numpy as np
 
-from roformer_sim_ft import data
+from roformer_sim_ft import readers
 from roformer_sim_ft.cli import main
 from roformer_sim_ft.model import SimModel
 
 
 def test_exported_student_matches_in_plain_bert4keras(tiny_checkpoint, spread_checkpoint, tmp_path, capsys):
-    pairs = data.sample_data_dir() / "synonyms/sample.jsonl"
+    pairs = readers.sample_data_dir() / "synonyms/sample.jsonl"
     assert main(["distill", "--teacher", str(spread_checkpoint), "--student", str(tiny_checkpoint), "--pairs", str(pairs),
                  "--out", str(tmp_path / "run"), "--steps", "3", "--batch-size", "8", "--lr", "1e-3", "--no-progress"]) == 0
     assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "student")]) == 0

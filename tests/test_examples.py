@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from roformer_sim_ft import data
+from roformer_sim_ft import readers
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -45,7 +45,7 @@ def test_generate(tiny_checkpoint, capsys):
 
 
 def test_supervised_then_distill(tiny_checkpoint, tmp_path, capsys):
-    sample = data.sample_data_dir()
+    sample = readers.sample_data_dir()
     assert "the -ft encoder is in" in _run(capsys, "supervised.py", tiny_checkpoint, sample, tmp_path / "ft", 2)
     assert (tmp_path / "ft/bert_model.ckpt.index").exists()
     out = _run(capsys, "distill.py", tmp_path / "ft", tiny_checkpoint, sample / "synonyms/sample.jsonl",

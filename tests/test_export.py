@@ -162,6 +162,6 @@ def test_failed_verification_leaves_nothing_and_exits_2(tiny_checkpoint, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h5"]
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    with pytest.raises(RoformerSimError, match="not an earlier export"):
+    with pytest.raises(RoformerSimError, match="not an earlier output"):
         ex.export(tiny_checkpoint, tmp_path / "mine", "hf")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"

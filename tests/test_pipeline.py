@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from roformer_sim_ft import data, pipeline
+from roformer_sim_ft import pipeline, readers
 from roformer_sim_ft.cli import main
 from roformer_sim_ft.evaluation import PROBES
 
@@ -25,7 +25,7 @@ def test_evaluate_equals_hand_computed_spearman(spread_checkpoint, tmp_path):
     from roformer_sim_ft.model import SimModel
 
     model = SimModel.load(spread_checkpoint)
-    sample = data.sample_data_dir()
+    sample = readers.sample_data_dir()
     out = pipeline.evaluate(spread_checkpoint, sample, split="valid", json_out=tmp_path / "e.json", probes=True)
     for task in ("ATEC", "BQ", "LCQMC", "PAWSX", "STS-B"):
         expected, rows = _hand_spearman(model, sample / f"senteval_cn/{task}/{task}.valid.data")
@@ -61,7 +61,7 @@ def test_train_cli_bad_line_names_file_and_line(tiny_checkpoint, tmp_path, capsy
 
 
 def test_distill_cli_writes_student(tiny_checkpoint, tmp_path, capsys):
-    pairs = data.sample_data_dir() / "synonyms/pairs.jsonl"
+    pairs = readers.sample_data_dir() / "synonyms/pairs.jsonl"
     assert main(["distill", "--teacher", str(tiny_checkpoint), "--student", str(tiny_checkpoint), "--pairs", str(pairs),
                  "--out", str(tmp_path / "s"), "--steps", "2", "--batch-size", "8", "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -72,7 +72,7 @@ def test_distill_cli_writes_student(tiny_checkpoint, tmp_path, capsys):
 
 def test_train_cli_buckets_by_default_and_resume_keeps_the_setting(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "o"
-    base = ["train", "--checkpoint", str(tiny_checkpoint), "--data", str(data.sample_data_dir()), "--out", str(out),
+    base = ["train", "--checkpoint", str(tiny_checkpoint), "--data", str(readers.sample_data_dir()), "--out", str(out),
             "--batch-size", "8", "--no-progress", "--save-every", "1"]
     assert main(base + ["--steps", "2"]) == 0
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))

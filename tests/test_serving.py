@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from roformer_sim_ft import data, export as ex, graph_tokenizer
+from roformer_sim_ft import export as ex, graph_tokenizer, readers
 from roformer_sim_ft.errors import RoformerSimError
 
 pytestmark = pytest.mark.skipif(
@@ -50,7 +50,7 @@ def test_ids_equal_bert4keras_on_sample_data_and_tricky_text(tokenizer, tiny_mod
     sys.path.insert(0, str(ex.Path(__file__).resolve().parents[1] / "tools"))
     from compare_graph_tokenizer import sentences, valid_files
 
-    texts = [t for path in valid_files(data.sample_data_dir()) for t in sentences(path)]
+    texts = [t for path in valid_files(readers.sample_data_dir()) for t in sentences(path)]
     assert len(texts) > 300
     texts += list(ex.VERIFY_TEXTS) + TRICKY
     assert _mismatches(tokenizer, tiny_model.tokenizer, texts) == []

@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from roformer_sim_ft import checkpoints, data, training
+from roformer_sim_ft import batches as B, checkpoints, readers, training
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.model import SimModel
 from roformer_sim_ft.objectives import DistillObjective, SupervisedObjective
@@ -50,7 +50,7 @@ def _fit(objective, batch, steps, learning_rate):
 
 
 def _supervised_run(ckpt, sample, tokenizer, out, steps, on_step=None, resume=False, **kw):
-    batches = data.SupervisedBatches.from_data(sample, tokenizer, batch_size=16, seed=3)
+    batches = B.SupervisedBatches.from_data(sample, tokenizer, batch_size=16, seed=3)
     config = training.TrainConfig(
         out_dir=str(out), steps=steps, learning_rate=1e-3, save_every=kw.pop("save_every", 100),
         log_every=1, show_progress=False, resume=resume, seed=11, **kw,
@@ -60,8 +60,8 @@ def _supervised_run(ckpt, sample, tokenizer, out, steps, on_step=None, resume=Fa
 
 def test_supervised_loss_falls(tiny_checkpoint, tiny_model, sample_data, tmp_path):
     # 8 binary + 8 NLI pairs seen over and over: a working loop must fit them.
-    few = data.SupervisedData(sample_data.binary[:8], sample_data.nli[:8], [], [])
-    batches = data.SupervisedBatches.from_data(few, tiny_model.tokenizer, batch_size=16, seed=3)
+    few = readers.SupervisedData(sample_data.binary[:8], sample_data.nli[:8], [], [])
+    batches = B.SupervisedBatches.from_data(few, tiny_model.tokenizer, batch_size=16, seed=3)
     config = training.TrainConfig(out_dir=str(tmp_path / "out"), steps=40, learning_rate=3e-3, log_every=1, show_progress=False)
     objective = SupervisedObjective(tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0)
     result = training.train(objective, batches, config)
@@ -117,7 +117,7 @@ def test_periodic_state_is_kept_and_pruned(tiny_checkpoint, tiny_model, sample_d
 def test_cosine_objective_is_its_formula_and_falls(objective, tiny_checkpoint, tokenizer, sample_data):
     """The objective's loss of one batch is the post's formula over the encoder's pair cosines
     (NLI: entailment 1, contradiction 0, neutral left out); training on the batch lowers it."""
-    batch = data.SupervisedBatches.from_data(sample_data, tokenizer, batch_size=16, seed=3).batch_at(0)
+    batch = B.SupervisedBatches.from_data(sample_data, tokenizer, batch_size=16, seed=3).batch_at(0)
     stage = SupervisedObjective(tiny_checkpoint, objective=objective, dropout_rate=0.0, attention_dropout_rate=0.0)
     stage.build()
     vectors = stage.model.encoder.predict([batch["token_ids"], batch["segment_ids"]], verbose=0).astype(np.float64)
@@ -142,7 +142,7 @@ def test_evaluator_keeps_best(tiny_checkpoint, tiny_model, sample_data, tmp_path
         def as_dict(self):
             return {"average": self.primary_metric}
 
-    batches = data.SupervisedBatches.from_data(sample_data, tiny_model.tokenizer, batch_size=16)
+    batches = B.SupervisedBatches.from_data(sample_data, tiny_model.tokenizer, batch_size=16)
     config = training.TrainConfig(out_dir=str(tmp_path), steps=6, eval_every=2, learning_rate=1e-3, show_progress=False)
     saved = {}
 
@@ -161,7 +161,7 @@ def test_evaluator_keeps_best(tiny_checkpoint, tiny_model, sample_data, tmp_path
 def test_distillation_lowers_both_terms(spread_checkpoint, tiny_checkpoint, tokenizer, sample_groups):
     # A random tiny model at init std 0.02 maps every text to nearly the same vector; a teacher
     # drawn at std 1.0 has a spread similarity matrix, so the similarity term starts high.
-    batch = data.DistillBatches(sample_groups, tokenizer, batch_size=8, seed=0).batch_at(0)
+    batch = B.DistillBatches(sample_groups, tokenizer, batch_size=8, seed=0).batch_at(0)
     stage = DistillObjective(spread_checkpoint, tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0)
     stage.build()
     before, after = _fit(stage, batch, steps=10, learning_rate=5e-3)
@@ -173,7 +173,7 @@ def test_distillation_lowers_both_terms(spread_checkpoint, tiny_checkpoint, toke
 
 def test_target_only_logits_give_the_reference_loss_and_gradients(tiny_checkpoint, sample_groups, tiny_model):
     """The MLM head on the scored positions only == the reference's head on every position."""
-    batch = data.DistillBatches(sample_groups, tiny_model.tokenizer, batch_size=8, seed=5).batch_at(0)
+    batch = B.DistillBatches(sample_groups, tiny_model.tokenizer, batch_size=8, seed=5).batch_at(0)
     assert 0 < batch["student_segment_ids"].sum() < batch["student_segment_ids"].size  # padding and both segments
     results = []
     for target_only in (True, False):
@@ -201,10 +201,10 @@ def test_xla_step_trains_like_the_plain_step(stage, tiny_checkpoint, tiny_model,
     trained = []
     for jit in (False, True):
         if stage == "supervised":
-            batches = data.SupervisedBatches.from_data(sample_data, tiny_model.tokenizer, batch_size=8, seed=3, pad_to=64)
+            batches = B.SupervisedBatches.from_data(sample_data, tiny_model.tokenizer, batch_size=8, seed=3, pad_to=64)
             objective = SupervisedObjective(tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0)
         else:
-            batches = data.DistillBatches(sample_groups, tiny_model.tokenizer, batch_size=8, seed=3, pad_to=64)
+            batches = B.DistillBatches(sample_groups, tiny_model.tokenizer, batch_size=8, seed=3, pad_to=64)
             # XLA: all positions
             objective = DistillObjective(tiny_checkpoint, tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0)
         out = tmp_path / f"jit{jit}"
@@ -236,12 +236,12 @@ def test_mirrored_strategy_on_two_logical_cpus(tiny_checkpoint, tmp_path):
         import roformer_sim_ft, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from roformer_sim_ft import data, training
+        from roformer_sim_ft import batches as B, readers, training
         from roformer_sim_ft.model import SimModel
         from roformer_sim_ft.objectives import SupervisedObjective
         ck = {str(tiny_checkpoint)!r}
-        sample = data.load_supervised_data(data.sample_data_dir())
-        batches = data.SupervisedBatches.from_data(sample, SimModel.load(ck).tokenizer, batch_size=16)
+        sample = readers.load_supervised_data(readers.sample_data_dir())
+        batches = B.SupervisedBatches.from_data(sample, SimModel.load(ck).tokenizer, batch_size=16)
         config = training.TrainConfig(out_dir={str(tmp_path / "m")!r}, steps=3, learning_rate=1e-3, devices=2, show_progress=False)
         result = training.train(SupervisedObjective(ck), batches, config)
         print("REPLICAS", training.make_strategy(2).num_replicas_in_sync, "LOSS", result.losses["loss"])
@@ -266,7 +266,7 @@ def test_mixed_precision_matches_fp32_and_trains(policy, tolerance, spread_check
     MSE of cosines computed in 16 bits), and the run lowers it."""
     pairs = [g for g in sample_groups if len(g.texts) == 2][:4]
     # 4 two-text groups, no masking, batch 8 (each pair both ways): every batch holds the same rows
-    batches = data.DistillBatches(pairs, tokenizer, batch_size=8, seed=0, source_mask_prob=0.0)
+    batches = B.DistillBatches(pairs, tokenizer, batch_size=8, seed=0, source_mask_prob=0.0)
     reference = DistillObjective(spread_checkpoint, tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0)
     reference.build()
     fp32 = float(reference.loss(_tensors(batches.batch_at(0)), training=False)[0])

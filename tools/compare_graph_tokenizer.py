@@ -21,7 +21,7 @@ from pathlib import Path
 import roformer_sim_ft  # noqa: F401  (selects tf_keras before tensorflow loads)
 import tensorflow as tf
 
-from roformer_sim_ft import checkpoints, data
+from roformer_sim_ft import checkpoints, readers
 from roformer_sim_ft.graph_tokenizer import GraphTokenizer, unavailable_reason
 from roformer_sim_ft.model import MAXLEN, make_tokenizer
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot compare: {vocab_path} missing (--vocab)", file=sys.stderr)
         return 2
     vocab = checkpoints.read_vocab(vocab_path)
-    files = valid_files(args.data) + valid_files(data.sample_data_dir())
+    files = valid_files(args.data) + valid_files(readers.sample_data_dir())
     total = total_bad = 0
     for path in files:
         texts = sentences(path)
