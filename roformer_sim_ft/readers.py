@@ -546,7 +546,7 @@ def load_distill_pairs(files: Iterable[PathLike] = (), *, labeled_dir: PathLike 
     groups: list[SynonymGroup] = []
     reports: list[FileReport] = []
     missing: list[str] = []
-    sizes: list[int] = []
+    sizes: list[int] = []  # groups per source
     for path in files:
         g, report = read_synonyms(path, maxlen=maxlen, skip_bad_lines=skip_bad_lines)
         groups += g
@@ -555,9 +555,8 @@ def load_distill_pairs(files: Iterable[PathLike] = (), *, labeled_dir: PathLike 
     if labeled_dir is not None:
         data = load_supervised_data(labeled_dir, tasks=tasks, splits=splits, maxlen=maxlen,
                                     skip_bad_lines=skip_bad_lines)
-        positives = positive_pairs(data)
-        groups += positives
-        sizes.append(len(positives))
+        groups += positive_pairs(data)
+        sizes.append(len(groups) - sum(sizes))
         reports += data.reports
         missing = data.missing
     if not groups:

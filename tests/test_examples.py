@@ -54,7 +54,7 @@ def test_supervised_then_distill(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_pretrain(tiny_checkpoint, tmp_path, capsys):
-    s = data.sample_data_dir() / "synonyms"
+    s = readers.sample_data_dir() / "synonyms"
     out = _run(capsys, "pretrain.py", tiny_checkpoint, tmp_path / "sim", s / "sample.jsonl", s / "pairs.jsonl",
                "--steps", 2, "--weights", "2,1")
     assert "seq2seq" in out and "similarity" in out and (tmp_path / "sim/bert_model.ckpt.index").exists()
