@@ -15,6 +15,7 @@ Defaults follow the reference scripts ``train/supervised.py``,
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -133,14 +134,10 @@ class DataFiles:
     missing: list[str]
 
 
-@dataclass
-class SupervisedData:
-    """Everything the supervised stage reads: binary pairs, NLI pairs, per-file reports."""
+class _Reported:
+    """Data read from files, each with its :class:`FileReport` in ``reports``."""
 
-    binary: list[LabeledPair]
-    nli: list[LabeledPair]
     reports: list[FileReport]
-    missing: list[str] = field(default_factory=list)
 
     @property
     def bad(self) -> int:
@@ -149,7 +146,17 @@ class SupervisedData:
 
 
 @dataclass
-class DistillData:
+class SupervisedData(_Reported):
+    """Everything the supervised stage reads: binary pairs, NLI pairs, per-file reports."""
+
+    binary: list[LabeledPair]
+    nli: list[LabeledPair]
+    reports: list[FileReport]
+    missing: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DistillData(_Reported):
     """Everything stage 1 and distillation read: synonym groups, per-file reports, and
     ``sizes``: how many of ``groups`` (in order) each source gave (each pair file, then
     the labelled folder; empty: one source), for weighted interleaving."""
@@ -158,11 +165,6 @@ class DistillData:
     reports: list[FileReport]
     missing: list[str] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
-
-    @property
-    def bad(self) -> int:
-        """Bad lines skipped over all files."""
-        return sum(r.bad for r in self.reports)
 
 
 # ---------------------------------------------------------------- helpers
@@ -569,8 +571,6 @@ def load_distill_pairs(files: Iterable[PathLike] = (), *, labeled_dir: PathLike 
 
 def overlapping_files(first: Iterable[PathLike], second: Iterable[PathLike]) -> list[tuple[Path, Path]]:
     """Pairs (a, b) of ``first`` × ``second`` that are the same file: the same path or the same content."""
-    import hashlib
-
     def digest(path: Path) -> str:
         h = hashlib.sha256()
         with open(path, "rb") as f:
