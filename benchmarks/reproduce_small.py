@@ -171,12 +171,19 @@ def instrumented(curve: CurveEvaluator):
 
 
 def stage_done(folder: Path, steps: int) -> bool:
-    """A finished stage: its run.json says it reached ``steps`` without interruption (the model is written)."""
+    """A finished stage: its run.json says it reached ``steps`` without interruption (the model is written).
+
+    A kill between the last training state and run.json leaves the model and
+    a state at ``steps`` without run.json: finished too (resuming it would
+    have nothing to do).
+    """
     path = folder / "run.json"
-    if not path.exists():
-        return False
-    result = json.loads(path.read_text(encoding="utf-8"))["result"]
-    return result["step"] >= steps and not result["interrupted"]
+    if path.exists():
+        result = json.loads(path.read_text(encoding="utf-8"))["result"]
+        return result["step"] >= steps and not result["interrupted"]
+    latest = states.latest_state(folder) if folder.is_dir() else None
+    return (latest is not None and states.step_of(latest) >= steps
+            and (folder / (checkpoints.CKPT_NAME + ".index")).exists())
 
 
 def run_stage(name: str, start: Path, out: Path, args, data_dir: Path, curve: CurveEvaluator) -> dict:

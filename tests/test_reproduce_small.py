@@ -100,3 +100,14 @@ def test_refuses_to_continue_with_another_shape(script, tmp_path):
     (out / "results.json").write_text(json.dumps({"args": {"shape": "L-2_H-128"}}), encoding="utf-8")
     with pytest.raises(SystemExit, match="shape"):
         script.main(argv(out))
+
+
+def test_killed_after_its_last_state_counts_as_finished(script, finished, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    (out / "distilled" / "run.json").unlink()  # the last state and the model are written, run.json is not
+    capsys.readouterr()
+    assert script.main(argv(out)) == 0
+    assert "distilled: finished earlier (2 steps), skipped" in capsys.readouterr().out
+    assert [p["step"] for p in script.curve_points(out / "distilled")] == [1, 2]
+
