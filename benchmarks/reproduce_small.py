@@ -282,7 +282,12 @@ def table(results: dict) -> str:
                 (entry["steps"], t["wall_s"], t["cpu_s"], per_step[-1] if per_step else ""))
         else:
             state = entry.get("progress", "not started") if entry else "not started"
-            lines.append(f"| {labels[name]} | " + " | ".join(["running"] * (len(TASKS) + 1)) + f" | {state} | | | |")
+            mark = "not started" if state == "not started" else "running"
+            folder = Path(results["args"]["out"]) / name
+            latest = states.latest_state(folder) if folder.is_dir() else None
+            if latest is not None:
+                state += f", saved step {states.step_of(latest)}"
+            lines.append(f"| {labels[name]} | " + " | ".join([mark] * (len(TASKS) + 1)) + f" | {state} | | | |")
     return "\n".join(lines)
 
 
@@ -297,9 +302,8 @@ def plot(results: dict, out: Path, png: Path) -> None:
     base = results.get("curve_baselines", {})
     for ax, (name, start, label) in zip(axes.flat, STAGES):
         points = curve_points(out / name)
-        start_ev = base.get(start)
-        if start_ev is not None:
-            points = [{"step": 0, **start_ev}] + points
+        if points and base.get(start) is not None:
+            points = [{"step": 0, **base[start]}] + points
         steps = [p["step"] for p in points]
         for task in TASKS:
             ys = [p["tasks"].get(task, {}).get("spearman_x100") for p in points]
@@ -314,6 +318,7 @@ def plot(results: dict, out: Path, png: Path) -> None:
         ax.grid(alpha=0.3)
         if not points:
             ax.text(0.5, 0.5, "not started", transform=ax.transAxes, ha="center")
+            ax.set_xticks([])
     axes[0][0].set_ylabel("Spearman x 100 (valid subsample)")
     axes[1][0].set_ylabel("Spearman x 100 (valid subsample)")
     axes[0][1].legend(fontsize=7, loc="lower right")
