@@ -81,6 +81,8 @@ def make_strategy(devices: Optional[int] = None, timeout: Optional[float] = None
                   env: Optional[Mapping[str, str]] = None) -> tf.distribute.Strategy:
     """The strategy of this process: multi-worker under a ``TF_CONFIG`` of several tasks, else local.
 
+    Multi-worker, call it before any other TensorFlow work of the process (the
+    training loop does so first; later calls return the same strategy).
     Local: MirroredStrategy over ``devices`` devices (GPUs if any, else logical
     CPUs); the default strategy for one; ``None``: every visible GPU, or one
     device. Multi-worker: every worker uses its visible GPUs (or its CPU);
@@ -107,12 +109,26 @@ def make_strategy(devices: Optional[int] = None, timeout: Optional[float] = None
     return tf.distribute.MirroredStrategy(names, cross_device_ops=cross)
 
 
+_MULTI_WORKER: dict = {}  # the process's one MultiWorkerMirroredStrategy (collectives are set up once)
+
+
 def _multi_worker(timeout: Optional[float]) -> tf.distribute.Strategy:
+    if "strategy" in _MULTI_WORKER:
+        return _MULTI_WORKER["strategy"]
     kinds = tf.distribute.experimental.CommunicationImplementation
     gpus = tf.config.list_physical_devices("GPU")
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=kinds.NCCL if gpus else kinds.RING, timeout_seconds=timeout or None)
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except RuntimeError as e:
+        if "at program startup" not in str(e):
+            raise
+        raise RoformerSimError(
+            f"multi-worker training ({ENV}) must set up TensorFlow's collectives before any other TensorFlow "
+            "work in the process: call roformer_sim_ft.distribute.make_strategy() first") from None
+    _MULTI_WORKER["strategy"] = strategy
+    return strategy
 
 
 def distributed_batches(strategy: tf.distribute.Strategy, batches):
@@ -164,7 +180,13 @@ def broadcast_from_chief(strategy: tf.distribute.Strategy, variables: Sequence[t
 def any_replica(flag: tf.Tensor) -> tf.Tensor:
     """In a replica: 1.0 when any replica's float ``flag`` is set (every worker then stops at the same step)."""
     context = tf.distribute.get_replica_context()
-    return tf.minimum(context.all_reduce(tf.distribute.ReduceOp.SUM, flag), 1.0)
+    local = tf.identity(flag)  # placed on this replica's device: an input tensor has none, and a collective needs one
+    return tf.minimum(context.all_reduce(tf.distribute.ReduceOp.SUM, local), 1.0)
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Wait until every worker is here (one tiny collective)."""
+    tf.function(lambda: strategy.run(lambda: any_replica(tf.constant(0.0))))()
 
 
 @contextmanager

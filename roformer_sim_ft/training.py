@@ -216,17 +216,20 @@ def train(
 def _train_in(objective, batches, config: TrainConfig, out_dir: Path, settings: Optional[dict], evaluator, on_step,
               role: distribute.Role) -> TrainResult:
     """Build, restore, loop and finish with ``out_dir`` claimed (or this worker's scratch folder)."""
+    strategy = distribute.make_strategy(config.devices, config.collective_timeout)  # before any other TF work
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy(config.mixed_precision)
     log = summaries.ScalarLog(config.log_dir() if role.chief else None)
     try:
-        run = _build(objective, batches, config, out_dir, settings or {}, role, log)
+        run = _build(objective, batches, config, out_dir, settings or {}, strategy, role, log)
         if config.resume:
             _restore(run)
         with _StopFlag() as stop:
             stop.last_saved = states.latest_state(out_dir)
             result = _loop(run, evaluator, on_step, stop)
             _finish(run, result, evaluator)
+        if role.multi_worker:  # the workers leave together (a worker gone first delays the others' exit)
+            distribute.barrier(strategy)
         return result
     except distribute.COLLECTIVE_ERRORS as e:
         if not role.multi_worker:
@@ -284,10 +287,9 @@ def _claim(out_dir: Path, config: TrainConfig) -> None:
         outputs.write_manifest(out_dir, "training", {"run.json", STATE_DIR, outputs.LOCK_NAME} | logs | ours)
 
 
-def _build(objective, batches, config: TrainConfig, out_dir: Path, settings: dict, role: distribute.Role,
-           log: summaries.ScalarLog) -> _Run:
+def _build(objective, batches, config: TrainConfig, out_dir: Path, settings: dict, strategy: tf.distribute.Strategy,
+           role: distribute.Role, log: summaries.ScalarLog) -> _Run:
     """Models and optimizer inside the strategy's scope, and the compiled training step."""
-    strategy = distribute.make_strategy(config.devices, config.collective_timeout)
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
         objective.prepare(jit_compile=config.jit_compile)
