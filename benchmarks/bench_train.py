@@ -21,6 +21,12 @@ scored positions only (the default); ``ours-all-logits`` runs it on every
 position, as the reference. Teacher and student are
 both the L-6/H-384 shape with random weights (the shapes matter, not the values).
 
+Stage 1 (``--stage1``): ``train/stage1.py``'s style (generator with whole-word
+masking, a ``TotalLoss`` layer of seq2seq + in-batch similarity cross-entropy,
+``fit``, lr 1e-5, the model built with ``ignore_invalid_weights=True``) vs
+``training.train(Stage1Objective, Stage1Batches)``, with ``ours-all-logits`` as
+for distillation; the L-6/H-384 shape with random weights.
+
 Fairness on a shared, loaded machine: every side runs in its own thread, in
 one process, and a baton passes between them every ``--block`` steps, so only
 one side computes at a time and a busy machine slows all alike. The first
@@ -33,6 +39,7 @@ first step after each hand-over are not timed. Data: real sentences from
     .venv/bin/python benchmarks/bench_train.py --quick           # supervised: original, ours (bucket=16), ours-bucket1
     .venv/bin/python benchmarks/bench_train.py --quick --xla     # supervised: original, ours --xla (pad_to=16)
     .venv/bin/python benchmarks/bench_train.py --quick --distill # distillation: original, ours
+    .venv/bin/python benchmarks/bench_train.py --quick --stage1  # stage 1: original, ours
     .venv/bin/python benchmarks/bench_train.py --profile [--xla]  # where a step's time goes (TF profiler)
     .venv/bin/python benchmarks/bench_train.py --profile --distill # a distillation step's parts timed alone
 """
@@ -58,8 +65,8 @@ from bert4keras.snippets import DataGenerator, sequence_padding, truncate_sequen
 from bert4keras.tokenizers import Tokenizer  # noqa: E402
 
 from roformer_sim_ft import batches as B, checkpoints, readers as D, training  # noqa: E402
-from roformer_sim_ft.settings import DistillSettings, SupervisedSettings  # noqa: E402
-from roformer_sim_ft.objectives import DistillObjective, SupervisedObjective  # noqa: E402
+from roformer_sim_ft.settings import DistillSettings, Stage1Settings, SupervisedSettings  # noqa: E402
+from roformer_sim_ft.objectives import DistillObjective, Stage1Objective, SupervisedObjective  # noqa: E402
 from roformer_sim_ft.pipeline import SupervisedSettings  # noqa: E402
 from profile_distill import profile_distill  # noqa: E402
 
@@ -240,8 +247,9 @@ def original_supervised(ckpt: Path, data: D.SupervisedData, tokenizer, batch_siz
     return run
 
 
-# ------------------------------------------------------------------ original: stage2.py
-def original_distill(ckpt: Path, groups: list[D.SynonymGroup], tokenizer, batch_size: int, steps: int, seed: int):
+# ------------------------------------------------------------------ original: stage1.py / stage2.py
+def original_masked_encode(tokenizer):
+    """stage1.py / stage2.py's whole-word masking (masked_encode) over ``tokenizer``."""
     import jieba
 
     jieba.setLogLevel(60)
@@ -269,12 +277,21 @@ def original_distill(ckpt: Path, groups: list[D.SynonymGroup], tokenizer, batch_
         target = target[:MAXLEN - 1] + [0]
         return source, target
 
-    def corpus():
-        while True:
-            for i in np.random.permutation(len(groups)):
-                texts = list(groups[i].texts)
-                text, synonym = texts[:2] if groups[i].ordered else np.random.permutation(texts)[:2]
-                yield text, synonym
+    return masked_encode
+
+
+def original_pairs(groups: list[D.SynonymGroup]):
+    """(text, synonym) pairs as the reference's corpus() gives them (here from one pooled list)."""
+    while True:
+        for i in np.random.permutation(len(groups)):
+            texts = list(groups[i].texts)
+            text, synonym = texts[:2] if groups[i].ordered else np.random.permutation(texts)[:2]
+            yield text, synonym
+
+
+def original_distill(ckpt: Path, groups: list[D.SynonymGroup], tokenizer, batch_size: int, steps: int, seed: int):
+    masked_encode = original_masked_encode(tokenizer)
+    corpus = lambda: original_pairs(groups)  # noqa: E731
 
     def run(turns: Turns, name: str) -> None:
         np.random.seed(seed)
@@ -344,6 +361,68 @@ def original_distill(ckpt: Path, groups: list[D.SynonymGroup], tokenizer, batch_
         model = keras.models.Model(roformer.inputs + [sim_in], outputs)
         model.compile(optimizer=adamw(1e-5))
         generator = data_generator(corpus(), batch_size)
+        model.fit(generator.forfit(), steps_per_epoch=steps, epochs=1, verbose=0,
+                  callbacks=[TurnCallback(turns, name)])
+
+    return run
+
+
+def original_stage1(ckpt: Path, groups: list[D.SynonymGroup], tokenizer, batch_size: int, steps: int, seed: int):
+    """train/stage1.py's style: a generator of masked rows, a TotalLoss layer (seq2seq + in-batch similarity), fit."""
+    masked_encode = original_masked_encode(tokenizer)
+
+    def run(turns: Turns, name: str) -> None:
+        np.random.seed(seed)
+
+        class data_generator(DataGenerator):
+            def __iter__(self, random=False):
+                batch_token_ids, batch_segment_ids = [], []
+                for is_end, (text, synonym) in self.sample(random):
+                    for i in range(2):
+                        if np.random.random() < 0.5:
+                            text_ids = masked_encode(text)[0]
+                        else:
+                            text_ids = tokenizer.encode(text)[0]
+                        synonym_ids = tokenizer.encode(synonym)[0][1:]
+                        truncate_sequences(MAXLEN * 2, -2, text_ids, synonym_ids)
+                        batch_token_ids.append(text_ids + synonym_ids)
+                        batch_segment_ids.append([0] * len(text_ids) + [1] * len(synonym_ids))
+                        text, synonym = synonym, text
+                    if len(batch_token_ids) == self.batch_size or is_end:
+                        batch_token_ids = sequence_padding(batch_token_ids)
+                        batch_segment_ids = sequence_padding(batch_segment_ids)
+                        turns.widths[name].append(batch_token_ids.shape[1])  # benchmark bookkeeping
+                        yield (batch_token_ids, batch_segment_ids), None
+                        batch_token_ids, batch_segment_ids = [], []
+
+        class TotalLoss(Loss):
+            def compute_loss(self, inputs, mask=None):
+                return self.compute_loss_of_seq2seq(inputs, mask) + self.compute_loss_of_similarity(inputs, mask)
+
+            def compute_loss_of_seq2seq(self, inputs, mask=None):
+                y_true, y_mask, _, y_pred = inputs
+                y_mask = K.cast(y_mask[:, 1:], K.floatx())
+                loss = K.sparse_categorical_crossentropy(y_true[:, 1:], y_pred[:, :-1], from_logits=True)
+                return K.sum(loss * y_mask) / K.sum(y_mask)
+
+            def compute_loss_of_similarity(self, inputs, mask=None):
+                _, _, y_pred, _ = inputs
+                idxs = K.arange(0, K.shape(y_pred)[0])
+                y_true = K.cast(K.equal(idxs[None, :], (idxs + 1 - idxs % 2 * 2)[:, None]), K.floatx())
+                y_pred = K.l2_normalize(y_pred, axis=1)
+                # tf.eye: tf_keras's K.eye makes a variable, which a traced step cannot create
+                similarities = K.dot(y_pred, K.transpose(y_pred)) - tf.eye(K.shape(y_pred)[0]) * 1e12
+                return K.mean(K.categorical_crossentropy(y_true, similarities * 20, from_logits=True))
+
+        roformer = build_transformer_model(
+            str(ckpt / "bert_config.json"), str(ckpt / "bert_model.ckpt"),
+            model="roformer", application="unilm", with_pool="linear", with_mlm="linear",
+            dropout_rate=0.2, ignore_invalid_weights=True,
+        )
+        outputs = TotalLoss([2, 3])(roformer.inputs + roformer.outputs)
+        model = keras.models.Model(roformer.inputs, outputs)
+        model.compile(optimizer=adamw(1e-5))
+        generator = data_generator(original_pairs(groups), batch_size)
         model.fit(generator.forfit(), steps_per_epoch=steps, epochs=1, verbose=0,
                   callbacks=[TurnCallback(turns, name)])
 
@@ -447,6 +526,7 @@ def data_costs(makers: dict, count: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--distill", action="store_true", help="distillation stage instead of supervised")
+    parser.add_argument("--stage1", action="store_true", help="stage 1 (pretrain) instead of supervised")
     parser.add_argument("--xla", action="store_true", help="our step XLA-compiled (pad_to=16)")
     parser.add_argument("--batch-size", type=int, default=None, help="rows; default 64 supervised, 32 distill")
     parser.add_argument("--bucket", type=int, default=SupervisedSettings.bucket,
@@ -462,7 +542,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.warmup, args.block, args.rounds = 3, 4, 3
-    batch_size = args.batch_size or (32 if args.distill else 64)
+    batch_size = args.batch_size or (32 if args.distill or args.stage1 else 64)
     steps = args.warmup + args.rounds * args.block
     tf.get_logger().setLevel("ERROR")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
@@ -482,7 +562,28 @@ def main(argv: list[str] | None = None) -> None:
 
     results: dict = {}
     pad_to = 16 if args.xla else 1
-    if args.distill:
+    if args.stage1:
+        groups = D.load_distill_pairs(labeled_dir=SHARED).groups
+        print(f"stage 1, L-6/H-384 (random weights), batch {batch_size} rows, {len(groups)} positive pairs of "
+              f"../shared/data; steps per side {steps} (warm-up {args.warmup}, then {args.rounds} turns of {args.block})")
+
+        def batches():
+            return B.Stage1Batches(groups, tokenizer, batch_size=batch_size, seed=args.seed, pad_to=pad_to)
+
+        label = "ours-xla" if args.xla else "ours"
+        sides = {
+            "original": original_stage1(ckpt, groups, tokenizer, batch_size, steps, args.seed),
+            label: ours(lambda: Stage1Objective(ckpt), batches, steps, args.seed, args.xla, results, "token_ids",
+                        Stage1Settings),
+        }
+        if not args.xla:
+            sides["ours-all-logits"] = ours(lambda: Stage1Objective(ckpt, target_logits_only=False), batches, steps,
+                                            args.seed, False, results, "token_ids", Stage1Settings)
+        maker = batches()
+        costs = data_costs({label: maker.batch_at}, 20)
+        widths = [maker.batch_at(i)["token_ids"].shape[1] for i in range(20)]
+        print(f"data: ours {costs[label]:.1f} ms per batch (tokenize, whole-word mask, pad), width mean {np.mean(widths):.1f}")
+    elif args.distill:
         groups = D.load_distill_pairs(labeled_dir=SHARED).groups
         print(f"distillation, L-6/H-384 teacher and student (random weights), batch {batch_size} rows, "
               f"{len(groups)} positive pairs of ../shared/data; steps per side {steps} "

@@ -1,6 +1,7 @@
 """Batches for the training stages: mixing, bucketing, whole-word masking, tf.data.
 
-Batch makers (:class:`SupervisedBatches`, :class:`DistillBatches`) hold no
+Batch makers (:class:`SupervisedBatches`, :class:`DistillBatches`,
+:class:`Stage1Batches`) hold no
 model: they only tokenize and pad. Their sampling is a pure function of
 ``(seed, batch index)``, so the resumable state is one counter, and
 ``dataset()`` can prefetch freely: the training loop calls ``advance(n)`` for
@@ -20,7 +21,7 @@ from bert4keras.snippets import sequence_padding, truncate_sequences
 from .errors import RoformerSimError
 from .readers import MAXLEN, DistillData, LabeledPair, SupervisedData, SynonymGroup
 
-__all__ = ["SupervisedBatches", "DistillBatches"]
+__all__ = ["SupervisedBatches", "DistillBatches", "Stage1Batches"]
 
 def _check_batching(batch_size: int, maxlen: int, pad_to: int = 1, bucket: int = 1) -> None:
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 2 or batch_size % 2:
@@ -33,18 +34,36 @@ def _check_batching(batch_size: int, maxlen: int, pad_to: int = 1, bucket: int =
 
 
 class _RoundRobin:
-    """Which record the t-th sample is: round-robin over the non-empty sources, 1:1:...
+    """Which record the t-th sample is: weighted round-robin over the non-empty sources.
 
-    Source j is read in a permutation drawn afresh for every pass from
+    Without weights, 1:1:...; with integer ``weights``, every run of
+    ``sum(weights)`` samples takes ``weights[j]`` from source j, spread evenly
+    (smooth weighted round-robin: 2,1,1 gives sources 0,1,2,0). Source j is
+    read in a permutation drawn afresh for every pass from
     ``default_rng([seed, j, pass])``, so any position is computed without replay.
     """
 
-    def __init__(self, sizes: Sequence[int], seed: int):
+    def __init__(self, sizes: Sequence[int], seed: int, weights: Sequence[int] | None = None):
         self.sizes = [int(s) for s in sizes]
         self.seed = int(seed)
+        self.weights = None if weights is None else [int(w) for w in weights]
+        if self.weights is not None and (len(self.weights) != len(self.sizes) or min(self.weights) < 1):
+            raise RoformerSimError(f"weights {self.weights} do not give a positive integer to each of "
+                                   f"{len(self.sizes)} sources")
         self.active = [j for j, s in enumerate(self.sizes) if s > 0]
         if not self.active:
             raise RoformerSimError("no examples to batch")
+        weight = {j: 1 if self.weights is None else self.weights[j] for j in self.active}
+        self.weight = weight
+        current = dict.fromkeys(self.active, 0)
+        self.pattern: list[int] = []
+        for _ in range(sum(weight.values())):
+            for j in self.active:
+                current[j] += weight[j]
+            pick = max(self.active, key=lambda j: current[j])  # first of the largest
+            current[pick] -= sum(weight.values())
+            self.pattern.append(pick)
+        self._before = [self.pattern[:k].count(j) for k, j in enumerate(self.pattern)]
         self._perms: dict[int, tuple[int, np.ndarray]] = {}
 
     def clone(self) -> "_RoundRobin":
@@ -54,16 +73,16 @@ class _RoundRobin:
 
     def consumed(self, samples: int) -> list[int]:
         """How many samples each source has given after ``samples`` samples in all."""
-        m = len(self.active)
+        cycles, rest = divmod(samples, len(self.pattern))
         out = [0] * len(self.sizes)
-        for k, j in enumerate(self.active):
-            out[j] = samples // m + (1 if k < samples % m else 0)
+        for j in self.active:
+            out[j] = cycles * self.weight[j] + self.pattern[:rest].count(j)
         return out
 
     def __call__(self, t: int) -> tuple[int, int]:
-        m = len(self.active)
-        j = self.active[t % m]
-        passes, pos = divmod(t // m, self.sizes[j])
+        cycle, k = divmod(t, len(self.pattern))
+        j = self.pattern[k]
+        passes, pos = divmod(cycle * self.weight[j] + self._before[k], self.sizes[j])
         cached = self._perms.get(j)
         if cached is None or cached[0] != passes:
             rng = np.random.default_rng([self.seed, j, passes])
@@ -99,7 +118,7 @@ class _Batches:
     version = 1
 
     def __init__(self, sizes: Sequence[int], batch_size: int, maxlen: int, seed: int,
-                 pad_to: int = 1, bucket: int = 1):
+                 pad_to: int = 1, bucket: int = 1, weights: Sequence[int] | None = None):
         _check_batching(batch_size, maxlen, pad_to, bucket)
         self.batch_size = int(batch_size)
         self.maxlen = int(maxlen)
@@ -107,7 +126,8 @@ class _Batches:
         self.pad_to = int(pad_to)
         self.bucket = int(bucket)
         self.pairs_per_batch = self.batch_size // 2
-        self._sampler = _RoundRobin(sizes, self.seed)
+        self.weights = None if weights is None else [int(w) for w in weights]
+        self._sampler = _RoundRobin(sizes, self.seed, self.weights)
         self._index = 0
         self._group: tuple | None = None  # (group index, its batches' samples), replaced whole
 
@@ -189,6 +209,8 @@ class _Batches:
                  "batch_size": self.batch_size, "batches": self._index, "sources": sources}
         if self.bucket != 1:  # only when set, so states of unbucketed runs are as before
             state["bucket"] = self.bucket
+        if self.weights is not None:  # likewise
+            state["weights"] = list(self.weights)
         return state
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -207,13 +229,17 @@ class _Batches:
             raise RoformerSimError(
                 f"sampler state was saved with bucket {state.get('bucket', 1)}, not {self.bucket} "
                 f"(resume with the same setting: --bucket {state.get('bucket', 1)})")
+        if state.get("weights") != self.weights:
+            raise RoformerSimError(
+                f"sampler state was saved with weights {state.get('weights')}, not {self.weights} "
+                f"(resume with the same data and weights)")
         if sizes != self._sampler.sizes:
             raise RoformerSimError(
                 f"sampler state does not match the data: saved sizes {sizes}, now {self._sampler.sizes}")
         if index < 0:
             raise RoformerSimError(f"malformed sampler state (batches {index})")
         self.seed = seed
-        self._sampler = _RoundRobin(sizes, seed)
+        self._sampler = _RoundRobin(sizes, seed, self.weights)
         self._index = index
         self._group = None
 
@@ -332,16 +358,22 @@ class DistillBatches(_Batches):
     Random choices come from ``default_rng([seed, 1 << 20, index, k])``, so each
     batch is a pure function of seed and index. Groups are visited in a seeded
     permutation per pass (the reference read pre-shuffled files in order).
+    ``groups`` is one pooled source, or a list of sources (lists of groups)
+    interleaved by integer ``weights``
+    (2,1,1 as the reference's f1, f2, f1, f3; None: 1 each).
     """
 
     kind = "distill"
+    teacher_rows = True
 
-    def __init__(self, groups: Sequence[SynonymGroup], tokenizer, *, batch_size: int = 96,
-                 maxlen: int = MAXLEN, seed: int = 0, teacher_tokenizer=None,
+    def __init__(self, groups: Sequence[SynonymGroup] | Sequence[Sequence[SynonymGroup]], tokenizer, *,
+                 batch_size: int = 96, maxlen: int = MAXLEN, seed: int = 0, teacher_tokenizer=None,
                  source_mask_prob: float = 0.5, word_mask_prob: float = 0.15,
-                 pad_to: int = 1, bucket: int = 1):
-        self.groups = list(groups)
-        for g in self.groups:
+                 pad_to: int = 1, bucket: int = 1, weights: Sequence[int] | None = None):
+        groups = list(groups)
+        nested = bool(groups) and not isinstance(groups[0], SynonymGroup)
+        self.sources = [list(g) for g in groups] if nested else [groups]
+        for g in (g for source in self.sources for g in source):
             if len(g.texts) < 2:
                 raise RoformerSimError(f"a synonym group needs at least two texts, got {list(g.texts)}")
         self.tokenizer = tokenizer
@@ -349,16 +381,24 @@ class DistillBatches(_Batches):
         self.source_mask_prob = float(source_mask_prob)
         self.word_mask_prob = float(word_mask_prob)
         self._word_ids: dict[str, list[int]] = {}
-        super().__init__([len(self.groups)], batch_size, maxlen, seed, pad_to, bucket)
+        super().__init__([len(s) for s in self.sources], batch_size, maxlen, seed, pad_to, bucket, weights)
+
+    @property
+    def groups(self) -> list[SynonymGroup]:
+        """Every group of every source, in order."""
+        return [g for source in self.sources for g in source]
 
     def _length(self, sample: tuple[int, int]) -> int:
-        return max(len(t) for t in self.groups[sample[1]].texts)
+        return max(len(t) for t in self.sources[sample[0]][sample[1]].texts)
 
     @classmethod
-    def from_data(cls, data: DistillData, tokenizer, **kwargs) -> "DistillBatches":
-        """Batches over a :class:`DistillData`'s groups."""
-        return cls(data.groups, tokenizer, **kwargs)
-
+    def from_data(cls, data: DistillData, tokenizer, weights: Sequence[int] | None = None, **kwargs) -> "DistillBatches":
+        """Batches over a :class:`DistillData`'s groups: pooled, or its sources (``data.sizes``) interleaved by ``weights``."""
+        if weights is None:
+            return cls(data.groups, tokenizer, **kwargs)
+        starts = np.cumsum([0, *data.sizes])
+        sources = [data.groups[a:b] for a, b in zip(starts[:-1], starts[1:])]
+        return cls(sources, tokenizer, weights=weights, **kwargs)
     def _ids_of_word(self, word: str) -> list[int]:
         ids = self._word_ids.get(word)
         if ids is None:
@@ -396,8 +436,8 @@ class DistillBatches(_Batches):
         """The (text, synonym) pairs of batch ``index``, before each is used in both directions."""
         rng = np.random.default_rng([self.seed, 1 << 20, index, 0])
         pairs = []
-        for _, i in self._samples(index):
-            g = self.groups[i]
+        for j, i in self._samples(index):
+            g = self.sources[j][i]
             if g.ordered:
                 pairs.append((g.texts[0], g.texts[1]))
             else:
@@ -409,6 +449,7 @@ class DistillBatches(_Batches):
         """Batch number ``index`` (a pure function of seed and index)."""
         tok, ttok = self.tokenizer, self.teacher_tokenizer
         s_ids, s_segs, t_ids, t_segs = [], [], [], []
+        teacher = self.teacher_rows
         rng = np.random.default_rng([self.seed, 1 << 20, index, 1])
         for text, synonym in self.texts_at(index):
             for _ in range(2):
@@ -420,10 +461,13 @@ class DistillBatches(_Batches):
                 truncate_sequences(self.maxlen * 2, -2, source, target)
                 s_ids.append(source + target)
                 s_segs.append([0] * len(source) + [1] * len(target))
-                ids, segs = ttok.encode(text, maxlen=self.maxlen)
-                t_ids.append(ids)
-                t_segs.append(segs)
+                if teacher:
+                    ids, segs = ttok.encode(text, maxlen=self.maxlen)
+                    t_ids.append(ids)
+                    t_segs.append(segs)
                 text, synonym = synonym, text
+        if not teacher:
+            return {"token_ids": self._pad(s_ids), "segment_ids": self._pad(s_segs)}
         return {"student_token_ids": self._pad(s_ids),
                 "student_segment_ids": self._pad(s_segs),
                 "teacher_token_ids": self._pad(t_ids),
@@ -432,3 +476,23 @@ class DistillBatches(_Batches):
     def _signature(self) -> dict:
         return {k: _int_matrix_spec(k) for k in ("student_token_ids", "student_segment_ids",
                                                  "teacher_token_ids", "teacher_segment_ids")}
+
+
+class Stage1Batches(DistillBatches):
+    """Batches of stage 1 (train/stage1.py's data generator): :class:`DistillBatches`' rows without a teacher.
+
+    Rows ``2k`` (text -> synonym) and ``2k+1`` (synonym -> text) are a pair,
+    which the similarity loss relies on. Batches: ``token_ids``,
+    ``segment_ids`` int32. Bucketing is off by default: it would change which
+    rows the similarity loss compares.
+
+    Example:
+    >>> pairs = readers.load_distill_pairs(["f1.jsonl", "f2.jsonl", "f3.jsonl"])
+    >>> batches = Stage1Batches.from_data(pairs, tokenizer, weights=(2, 1, 1), batch_size=96)
+    """
+
+    kind = "pretrain"
+    teacher_rows = False
+
+    def _signature(self) -> dict:
+        return {k: _int_matrix_spec(k) for k in ("token_ids", "segment_ids")}

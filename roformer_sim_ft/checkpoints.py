@@ -7,6 +7,8 @@ RoFormer's positions are rotary). This module knows that layout and nothing
 about training. Reading never executes code from a checkpoint: it reads named
 tensors with ``tf.train.load_checkpoint``. Writing goes to a temporary folder,
 is read back and compared bit for bit, and only then renamed into place.
+TensorFlow is loaded only by the functions that read or write the tensors, so
+the config and vocab readers serve TensorFlow-free code (the Keras 3 model) too.
 """
 from __future__ import annotations
 
@@ -18,9 +20,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-
-from . import compat  # noqa: F401  (must precede tensorflow)
-import tensorflow as tf
 
 from . import outputs
 from .errors import RoformerSimError
@@ -74,8 +73,11 @@ def resolve(path: str | os.PathLike) -> CheckpointFiles:
     return files
 
 
-def read_config(path: str | os.PathLike) -> dict:
-    """Read and check a BERT-style ``bert_config.json``."""
+def read_config(path: str | os.PathLike, check_activation: bool = True) -> dict:
+    """Read and check a BERT-style ``bert_config.json``.
+
+    ``check_activation`` asks bert4keras (so TensorFlow) whether it knows
+    ``hidden_act``; TensorFlow-free callers check it against their own table."""
     try:
         with open(path, encoding="utf-8") as f:
             config = json.load(f)
@@ -88,7 +90,7 @@ def read_config(path: str | os.PathLike) -> dict:
     missing = [k for k in REQUIRED_CONFIG_KEYS if k not in config]
     if missing:
         raise RoformerSimError(f"{path}: missing config keys {', '.join(missing)}")
-    _check_config_values(path, config)
+    _check_config_values(path, config, check_activation)
     if config["hidden_size"] % config["num_attention_heads"]:
         raise RoformerSimError(
             f"{path}: hidden_size {config['hidden_size']} is not a multiple of "
@@ -97,7 +99,7 @@ def read_config(path: str | os.PathLike) -> dict:
     return config
 
 
-def _check_config_values(path, config: Mapping) -> None:
+def _check_config_values(path, config: Mapping, check_activation: bool = True) -> None:
     """One line for a config value the model cannot be built with (type, range, activation)."""
     for key in REQUIRED_CONFIG_KEYS + ("type_vocab_size", "max_position_embeddings"):
         if key in config:
@@ -112,6 +114,8 @@ def _check_config_values(path, config: Mapping) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise RoformerSimError(f"{path}: initializer_range must be a positive number, got {value!r}")
     act = config.get("hidden_act", "gelu")
+    if not check_activation:
+        return
     try:
         from bert4keras.backend import keras
 
@@ -186,28 +190,59 @@ def expected_variables(config: Mapping) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def read_weights(prefix: str | os.PathLike, config: Mapping) -> dict[str, np.ndarray]:
+def _tensorflow():
+    """TensorFlow, loaded through compat (tf_keras for bert4keras) on first use."""
+    from . import compat  # noqa: F401  (must precede tensorflow)
+    import tensorflow
+
+    return tensorflow
+
+
+# The heads a plain RoFormer checkpoint may lack (no pooler; the MLM head is sometimes absent).
+HEAD_PREFIXES = ("bert/pooler/", "cls/predictions/")
+
+
+def _open_reader(prefix: str | os.PathLike):
+    tf = _tensorflow()
+    try:
+        return tf.train.load_checkpoint(str(prefix))
+    except (tf.errors.OpError, ValueError, IndexError, OSError) as e:
+        raise RoformerSimError(f"{prefix}: not a readable TF checkpoint ({_first_line(e)})") from None
+
+
+def absent_heads(prefix: str | os.PathLike, config: Mapping) -> list[str]:
+    """The pooler and MLM-head variables the checkpoint at ``prefix`` lacks (what ``init_missing_heads`` fills)."""
+    stored = _open_reader(prefix).get_variable_to_shape_map()
+    return [n for n in expected_variables(config) if n.startswith(HEAD_PREFIXES) and n not in stored]
+
+
+def read_weights(prefix: str | os.PathLike, config: Mapping, init_missing_heads: bool = False) -> dict[str, np.ndarray]:
     """Read every expected variable, checking presence and shape against ``config``.
 
     Extra variables (optimizer slots, NSP head, global_step) are ignored.
+    ``init_missing_heads``: pooler and MLM-head variables the checkpoint lacks
+    (a plain RoFormer) get :func:`init_weights` values instead of an error
+    (:func:`absent_heads` names them).
     """
-    try:
-        reader = tf.train.load_checkpoint(str(prefix))
-    except (tf.errors.OpError, ValueError, IndexError, OSError) as e:
-        raise RoformerSimError(f"{prefix}: not a readable TF checkpoint ({_first_line(e)})") from None
+    tf = _tensorflow()
+    reader = _open_reader(prefix)
     stored = reader.get_variable_to_shape_map()
     expected = expected_variables(config)
-    missing = [name for name in expected if name not in stored]
+    fresh = {}
+    if init_missing_heads:
+        absent = [n for n in expected if n.startswith(HEAD_PREFIXES) and n not in stored]
+        fresh = init_weights(config, names=absent) if absent else {}
+    missing = [name for name in expected if name not in stored and name not in fresh]
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise RoformerSimError(f"{prefix}: checkpoint lacks {len(missing)} required variables: {shown}")
     for name, shape in expected.items():
-        if tuple(stored[name]) != shape:
+        if name not in fresh and tuple(stored[name]) != shape:
             raise RoformerSimError(
                 f"{prefix}: variable {name} has shape {tuple(stored[name])} but the config needs {shape}"
             )
     try:
-        return {name: reader.get_tensor(name) for name in expected}
+        return {name: fresh[name] if name in fresh else reader.get_tensor(name) for name in expected}
     except (tf.errors.OpError, IndexError, ValueError, OSError) as e:
         raise RoformerSimError(
             f"{prefix}: checkpoint data unreadable ({_first_line(e)}): the .index and .data files are damaged "
@@ -220,13 +255,16 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def init_weights(config: Mapping, seed: int = 0) -> dict[str, np.ndarray]:
+def init_weights(config: Mapping, seed: int = 0, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Random weights for ``config``: truncated normal(0.02) kernels and embeddings,
-    LayerNorm gamma 1 / beta 0, zero biases. Every variable is drawn independently."""
+    LayerNorm gamma 1 / beta 0, zero biases. Every variable is drawn independently.
+    ``names``: only these variables."""
     rng = np.random.default_rng(seed)
     std = config.get("initializer_range", 0.02)
     weights = {}
     for name, shape in expected_variables(config).items():
+        if names is not None and name not in names:
+            continue
         leaf = name.rsplit("/", 1)[-1]
         if leaf == "gamma":
             value = np.ones(shape, np.float32)
@@ -244,6 +282,7 @@ def init_weights(config: Mapping, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _save_tensors(prefix: Path, weights: Mapping[str, np.ndarray]) -> None:
+    tf = _tensorflow()
     names = sorted(weights)
     tf.raw_ops.SaveV2(
         prefix=str(prefix),
@@ -298,6 +337,7 @@ def write_checkpoint(
         raise RoformerSimError(f"{out_dir}: holds a training run, whose model only its training writes; "
                                "write this checkpoint into another folder")
     tmp = outputs.temp_dir_beside(out_dir)
+    tf = _tensorflow()
     try:
         to_save = {name: np.asarray(weights[name], dtype=np.float32) for name in expected}
         _save_tensors(tmp / CKPT_NAME, to_save)
@@ -322,12 +362,12 @@ def write_checkpoint(
     return out_dir
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict, list[str], dict[str, np.ndarray]]:
-    """Config, vocab and validated weights of a released checkpoint (folder or prefix)."""
+def load_checkpoint(path: str | os.PathLike, init_missing_heads: bool = False) -> tuple[dict, list[str], dict[str, np.ndarray]]:
+    """Config, vocab and validated weights of a released checkpoint (folder or prefix); see :func:`read_weights`."""
     files = resolve(path)
     config = read_config(files.config)
     vocab = read_vocab(files.vocab, config["vocab_size"])
-    return config, vocab, read_weights(files.prefix, config)
+    return config, vocab, read_weights(files.prefix, config, init_missing_heads)
 
 
 PRESETS: dict[str, dict] = {

@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 from .errors import RoformerSimError
 from .readers import DEFAULT_TASKS
 from .settings import (
-    EXPORT_FORMATS, LOG_DIR, PRECISIONS, VERBOSE_ENV, DistillSettings, StageSettings, SupervisedSettings, TrainConfig,
+    EXPORT_FORMATS, LOG_DIR, PRECISIONS, VERBOSE_ENV, DistillSettings, Stage1Settings, StageSettings,
+    SupervisedSettings, TrainConfig, parse_weights,
 )
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int | None], str]] = {}
@@ -249,6 +250,32 @@ def _run_distill(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def _args_pretrain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True,
+                   help="a RoFormer (a pooler or MLM head it lacks is initialised), a RoFormer-Sim(-FT), or `init`'s output")
+    p.add_argument("--pairs", action="append", default=[], help='jsonl of {"text","synonyms"} or {"text_a","text_b"} (repeatable)')
+    p.add_argument("--from-labeled", help="use the positive pairs of a senteval_cn/CNSD data folder")
+    p.add_argument("--weights", help="interleave the sources (each --pairs file, then --from-labeled) by these integers, "
+                   "e.g. 2,1,1 as the reference's f1,f2,f1,f3 (default: every group pooled)")
+    p.add_argument("--similarity-scale", type=float, default=_default(Stage1Settings, "similarity_scale"),
+                   help="scale of the cosines in the similarity softmax (default %(default)s)")
+    _add_loop_args(p, Stage1Settings)
+
+
+@command("pretrain", "stage 1: make a RoFormer-Sim from a RoFormer (seq2seq + in-batch similarity, SimBERT v2)")(_args_pretrain)
+def _run_pretrain(args: argparse.Namespace) -> int:
+    from .pipeline import pretrain
+
+    if not args.pairs and not args.from_labeled:
+        raise RoformerSimError("give --pairs FILE or --from-labeled DIR")
+    weights = parse_weights(args.weights, len(args.pairs) + bool(args.from_labeled))
+    settings = Stage1Settings(similarity_scale=args.similarity_scale, weights=weights, **_stage_args(args))
+    result = pretrain(args.checkpoint, _loop_config(args), args.pairs, args.from_labeled, settings,
+                      eval_dir=args.eval_data, eval_split=args.eval_split, allow_eval_overlap=args.allow_eval_overlap)
+    _print_result(result)
+    return 130 if result.interrupted else 0
+
+
 def _args_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", help="data folder with senteval_cn/<TASK>/<TASK>.<split>.data")
@@ -284,9 +311,18 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 def _args_pipeline(p: argparse.ArgumentParser) -> None:
     sup, dis = (lambda name: _default(SupervisedSettings, name)), (lambda name: _default(DistillSettings, name))
-    p.add_argument("--checkpoint", required=True, help="a released RoFormer-Sim checkpoint")
+    pre = lambda name: _default(Stage1Settings, name)  # noqa: E731
+    p.add_argument("--checkpoint", required=True,
+                   help="a released RoFormer-Sim checkpoint, or with --pretrain-data a plain RoFormer")
     p.add_argument("--data", required=True, help="labelled data folder (senteval_cn/, cnsd/)")
-    p.add_argument("--out", required=True, help="OUT/supervised, OUT/distilled, OUT/export, OUT/evaluation.json")
+    p.add_argument("--out", required=True,
+                   help="[OUT/pretrained,] OUT/supervised, OUT/distilled, OUT/export, OUT/evaluation.json")
+    p.add_argument("--pretrain-data", action="append", default=[],
+                   help="run stage 1 first on these pairs of similar texts (jsonl, repeatable)")
+    p.add_argument("--pretrain-weights", help="interleaving weights of the --pretrain-data files, e.g. 2,1,1")
+    p.add_argument("--pretrain-steps", type=int, default=_default(TrainConfig, "steps"))
+    p.add_argument("--pretrain-batch-size", type=int, default=pre("batch_size"))
+    p.add_argument("--pretrain-lr", type=float, default=pre("learning_rate"))
     p.add_argument("--pairs", action="append", default=[], help="extra distillation pairs (jsonl)")
     p.add_argument("--splits", default=",".join(sup("splits")), help="training splits of --data (both stages)")
     p.add_argument("--eval-data", help="folder evaluated at the end (default: --data)")
@@ -308,13 +344,14 @@ def _args_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="start again where --out holds an earlier pipeline run")
 
 
-@command("pipeline", "supervised stage, distillation, export and evaluation in one run")(_args_pipeline)
+@command("pipeline", "[stage 1,] supervised stage, distillation, export and evaluation in one run")(_args_pipeline)
 def _run_pipeline(args: argparse.Namespace) -> None:
     from .pipeline import run_pipeline
 
     loop = TrainConfig(seed=args.seed, devices=args.devices, mixed_precision=PRECISIONS.get(args.mixed_precision),
                        overwrite=args.overwrite)
     splits = _csv(args.splits)
+    weights = parse_weights(args.pretrain_weights, len(args.pretrain_data))
     run_pipeline(
         args.checkpoint, args.data, args.out,
         replace(loop, steps=args.supervised_steps), replace(loop, steps=args.distill_steps),
@@ -324,6 +361,9 @@ def _run_pipeline(args: argparse.Namespace) -> None:
                         learning_rate=args.distill_lr, labeled_splits=splits),
         pair_files=args.pairs, eval_dir=args.eval_data, eval_split=args.eval_split, synonyms_of=args.synonyms_of,
         allow_eval_overlap=args.allow_eval_overlap,
+        pretrain_files=args.pretrain_data, pretrain_config=replace(loop, steps=args.pretrain_steps),
+        pretrain_settings=Stage1Settings(batch_size=args.pretrain_batch_size, learning_rate=args.pretrain_lr,
+                                         weights=weights),
     )
 
 

@@ -23,7 +23,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -31,7 +30,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .checkpoints import REQUIRED_CONFIG_KEYS, VOCAB_NAME, read_config, read_vocab, resolve
 from .errors import RoformerSimError
+from .readers import MAXLEN
 from .tensor_bundle import BundleReader
 from .wordpiece import WordPieceTokenizer
 
@@ -59,17 +60,11 @@ def _import_keras3():
 keras = _import_keras3()
 layers, ops = keras.layers, keras.ops
 
-# The released layout's file names (as in ``checkpoints``, which needs TensorFlow; a test keeps them equal).
-CONFIG_NAME = "bert_config.json"
-VOCAB_NAME = "vocab.txt"
-CKPT_NAME = "bert_model.ckpt"
 ARCHIVE_NAME = "roformer_sim.keras"
 # bert4keras's RoFormer: its embedding and encoder LayerNorms take K.epsilon() (1e-7); the MLM head's
 # LayerNorm comes from its BERT class, which passes BERT's 1e-12.
 LAYER_NORM_EPSILON = 1e-7
 MLM_NORM_EPSILON = 1e-12
-MAXLEN = 64  # tokens per sentence when encoding, as the original retrieval script (and SimModel)
-_REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
 # bert_config hidden_act → Keras activation name; "gelu" is bert4keras's erf form, as Keras's default gelu.
 _ACTIVATIONS = {"gelu": "gelu", "gelu_erf": "gelu", "relu": "relu", "swish": "silu", "tanh": "tanh", "linear": None}
 
@@ -153,7 +148,7 @@ def build_model(config: Mapping, name: str = "roformer_sim") -> keras.Model:
     application="unilm", with_pool="linear", with_mlm="linear")``. Dropout as in
     the config, active only when called with ``training=True``.
     """
-    missing = [key for key in _REQUIRED_KEYS if key not in config]
+    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
     if missing:
         raise RoformerSimError(f"bert_config lacks {', '.join(missing)}")
     hidden, heads = config["hidden_size"], config["num_attention_heads"]
@@ -244,60 +239,16 @@ def released_weights(model: keras.Model, config: Mapping) -> dict[str, np.ndarra
 
 
 # -------------------------------------------------------------------- I/O
-def read_config(path: str | os.PathLike) -> dict:
-    """A ``bert_config.json`` as a dict (one-line errors for a missing or malformed file)."""
-    try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RoformerSimError(f"checkpoint file missing: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RoformerSimError(f"{path}: not a JSON config ({e})") from None
-    if not isinstance(config, dict):
-        raise RoformerSimError(f"{path}: not a JSON object")
-    missing = [key for key in _REQUIRED_KEYS if key not in config]
-    if missing:
-        raise RoformerSimError(f"{path}: missing config keys {', '.join(missing)}")
-    return config
-
-
-def read_vocab(path: str | os.PathLike) -> list[str]:
-    """The tokens of a ``vocab.txt``, one a line (trailing empty lines dropped)."""
-    try:
-        tokens = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise RoformerSimError(f"checkpoint file missing: {path}") from None
-    except UnicodeDecodeError as e:
-        raise RoformerSimError(f"{path}: invalid UTF-8 ({e})") from None
-    while tokens and tokens[-1] == "":
-        tokens.pop()
-    return tokens
-
-
-def _prefix(path: Path) -> Path:
-    """The checkpoint prefix of a released folder (``bert_model.ckpt`` or its one ``*.ckpt``) or of a prefix path."""
-    if not path.is_dir():
-        return path.with_name(path.name.split(".index")[0].split(".data-")[0])
-    prefix = path / CKPT_NAME
-    if not Path(f"{prefix}.index").exists():
-        indexes = sorted(path.glob("*.ckpt.index"))
-        if len(indexes) == 1:
-            prefix = Path(str(indexes[0])[: -len(".index")])
-    return prefix
-
-
 def load_checkpoint(path: str | os.PathLike, verify: bool = True) -> tuple[keras.Model, dict, list[str]]:
     """(model, config, vocab) from a released folder or ``…/bert_model.ckpt`` prefix.
 
     The TF1 checkpoint is read with numpy (crc32c-checked unless ``verify`` is
     False); every variable of the layout must be there with its config shape.
     """
-    path = Path(path)
-    prefix = _prefix(path)
-    folder = prefix.parent
-    config = read_config(folder / CONFIG_NAME)
-    vocab = read_vocab(folder / VOCAB_NAME)
-    if len(vocab) != config["vocab_size"]:
-        raise RoformerSimError(f"{folder / VOCAB_NAME}: vocab has {len(vocab)} tokens but config vocab_size is {config['vocab_size']}")
+    files = resolve(path)
+    prefix = files.prefix
+    config = read_config(files.config, check_activation=False)  # build_model checks it against _ACTIVATIONS
+    vocab = read_vocab(files.vocab, config["vocab_size"])
     reader = BundleReader(prefix)
     stored = reader.shapes()
     missing = [name for name in weight_names(config) if name not in stored]

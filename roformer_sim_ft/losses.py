@@ -10,6 +10,15 @@ Distillation stage (SimBERT / RoFormer-Sim train/stage2.py): UniLM seq2seq
 cross-entropy (:class:`Seq2SeqLoss`) plus the MSE between the student's and the
 teacher's batch cosine-similarity matrices (:class:`SimilarityMatrixLoss`).
 
+Stage 1 (SimBERT v2 / RoFormer-Sim train/stage1.py): the same seq2seq
+cross-entropy plus :class:`SimilarityCrossEntropyLoss`, a softmax over each
+row's cosines to the other rows of the batch with its partner as the target.
+
+On several replicas (``tf.distribute``) every loss is the global batch's:
+losses that compare rows gather the other replicas' rows, and means are taken
+over the global count (:mod:`roformer_sim_ft.replicas`), so the objective does
+not depend on the number of devices.
+
 Every loss casts its floating inputs to float32 first, so the loss stays in
 fp32 under mixed precision, and casts integer labels explicitly, so int8,
 int32, int64 (or integral float) labels all work. Arguments follow the Keras
@@ -23,6 +32,7 @@ from . import compat  # noqa: F401  (selects tf_keras before TensorFlow loads)
 import tensorflow as tf  # noqa: E402
 
 from .errors import RoformerSimError  # noqa: E402
+from .replicas import global_rows, replica_mean  # noqa: E402
 from .settings import DEFAULT_FEATURES  # noqa: E402
 
 FEATURES = ("u", "v", "|u-v|", "u*v")
@@ -109,7 +119,7 @@ class MaskedClassifierLoss:
         nli_mask = tf.constant([[0.0, 0.0, 1.0, 1.0, 1.0]])
         masked = logits - (binary * nli_mask + (1.0 - binary) * (1.0 - nli_mask)) * _NEG_INF
         loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=masked)
-        return tf.reduce_mean(loss)
+        return replica_mean(tf.reduce_sum(loss), tf.size(loss))
 
 
 class SeparateHeadsLoss:
@@ -129,7 +139,7 @@ class SeparateHeadsLoss:
             labels=tf.clip_by_value(y, 0, 1), logits=_fp32(logits2))
         ce3 = tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.clip_by_value(y - 2, 0, 2), logits=_fp32(logits3))
-        return tf.reduce_mean(tf.where(binary, ce2, ce3))
+        return replica_mean(tf.reduce_sum(tf.where(binary, ce2, ce3)), tf.size(y))
 
 
 class _PairCosineLoss:
@@ -149,7 +159,7 @@ class _PairCosineLoss:
         cos = tf.reduce_sum(x[0::2] * x[1::2], axis=1)
         t = tf.cast(tf.logical_or(tf.equal(y, 1), tf.equal(y, 3)), tf.float32)
         keep = tf.cast(tf.not_equal(y, 4), tf.float32)
-        return tf.math.divide_no_nan(tf.reduce_sum(keep * self.pair_loss(cos, t)), tf.reduce_sum(keep))
+        return replica_mean(tf.reduce_sum(keep * self.pair_loss(cos, t)), tf.reduce_sum(keep))
 
     def pair_loss(self, cos: tf.Tensor, t: tf.Tensor) -> tf.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -191,14 +201,15 @@ class Seq2SeqLoss:
     ``logits[:, :-1]`` predict ``token_ids[:, 1:]``; positions are weighted by
     ``segment_ids[:, 1:]`` (1 exactly on the synonym tokens and its final
     [SEP]; padding has segment 0); the loss is sum / sum(weights), or 0 when a
-    batch has no segment-1 token.
+    batch has no segment-1 token. On several replicas the sum of weights is
+    the global batch's.
     """
 
     def __call__(self, token_ids: tf.Tensor, segment_ids: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         y = tf.cast(token_ids, tf.int32)[:, 1:]
         w = tf.cast(segment_ids, tf.float32)[:, 1:]
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=_fp32(logits)[:, :-1])
-        return tf.math.divide_no_nan(tf.reduce_sum(ce * w), tf.reduce_sum(w))
+        return replica_mean(tf.reduce_sum(ce * w), tf.reduce_sum(w))
 
     @staticmethod
     def targets(token_ids: tf.Tensor, segment_ids: tf.Tensor, hidden: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -214,7 +225,7 @@ class Seq2SeqLoss:
     def on_targets(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         """The loss from the logits of :meth:`targets`' positions: equal to ``__call__``'s."""
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=_fp32(logits))
-        return tf.math.divide_no_nan(tf.reduce_sum(ce), tf.cast(tf.size(labels), tf.float32))
+        return replica_mean(tf.reduce_sum(ce), tf.size(labels))
 
 
 class SimilarityMatrixLoss:
@@ -222,12 +233,58 @@ class SimilarityMatrixLoss:
 
     S_s and S_t are the cosine-similarity matrices of the student's and the
     teacher's vectors over the same rows; the teacher is a constant (its
-    gradient is stopped). Default weight 100 as the reference.
+    gradient is stopped). Default weight 100 as the reference. On several
+    replicas each replica computes its rows of the global ``[B, B]`` matrices.
     """
 
     def __init__(self, weight: float = 100.0):
         self.weight = float(weight)
 
     def __call__(self, teacher_vectors: tf.Tensor, student_vectors: tf.Tensor) -> tf.Tensor:
-        target = tf.stop_gradient(similarity_matrix(teacher_vectors))
-        return self.weight * tf.reduce_mean(tf.square(similarity_matrix(student_vectors) - target))
+        teacher = tf.math.l2_normalize(tf.stop_gradient(_fp32(teacher_vectors)), axis=1)
+        student = tf.math.l2_normalize(_fp32(student_vectors), axis=1)
+        teacher_all, _ = global_rows(teacher)
+        student_all, _ = global_rows(student)
+        target = tf.matmul(teacher, teacher_all, transpose_b=True)
+        squares = tf.square(tf.matmul(student, student_all, transpose_b=True) - target)
+        return self.weight * replica_mean(tf.reduce_sum(squares), tf.size(squares))
+
+
+# --------------------------------------------------------------------------- stage 1
+def partner_rows(rows: tf.Tensor) -> tf.Tensor:
+    """The partner of each global row index: i + 1 for even i, i − 1 for odd i (rows 2k, 2k+1 are a pair)."""
+    return rows + 1 - rows % 2 * 2
+
+
+class SimilarityCrossEntropyLoss:
+    """In-batch similarity cross-entropy of SimBERT v2 / RoFormer-Sim stage 1.
+
+    The pooled vectors of a batch whose rows ``2k`` and ``2k+1`` are two texts
+    of the same meaning are L2-normalised; their cosine matrix, with the
+    diagonal pushed down by 1e12 (a row is not its own candidate) and scaled by
+    ``scale``, gives each row a softmax over the other rows, trained by
+    cross-entropy towards its partner row (``i+1`` for even ``i``, ``i−1`` for
+    odd ``i``); the loss is the mean over rows (``compute_loss_of_similarity``
+    of ZhuiyiTechnology/roformer-sim ``train/stage1.py``; SimBERT v2 in
+    kexue.fm/archives/8454). On several replicas each replica computes its rows
+    against every row of the global batch.
+
+    Args:
+        scale: multiplies the cosines before the softmax (the reference's 20).
+
+    Example:
+    >>> loss = SimilarityCrossEntropyLoss(scale=20.0)
+    >>> value = loss(pooled)  # pooled: [2P, H], rows 2k and 2k+1 a pair
+    """
+
+    def __init__(self, scale: float = 20.0):
+        self.scale = float(scale)
+
+    def __call__(self, vectors: tf.Tensor) -> tf.Tensor:
+        x = tf.math.l2_normalize(_fp32(vectors), axis=1)
+        everything, offset = global_rows(x)
+        rows = offset + tf.range(tf.shape(x)[0])
+        sims = tf.matmul(x, everything, transpose_b=True)
+        sims = (sims - tf.one_hot(rows, tf.shape(everything)[0]) * _NEG_INF) * self.scale
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=partner_rows(rows), logits=sims)
+        return replica_mean(tf.reduce_sum(ce), tf.size(ce))

@@ -121,9 +121,13 @@ class SimModel:
 
     # ----------------------------------------------------------------- I/O
     @classmethod
-    def load(cls, path: str | os.PathLike, **kwargs) -> "SimModel":
-        """Load a released checkpoint (folder or ``bert_model.ckpt`` prefix)."""
-        config, vocab, weights = checkpoints.load_checkpoint(path)
+    def load(cls, path: str | os.PathLike, init_missing_heads: bool = False, **kwargs) -> "SimModel":
+        """Load a released checkpoint (folder or ``bert_model.ckpt`` prefix).
+
+        ``init_missing_heads``: initialise a pooler or MLM head the checkpoint
+        lacks (a plain RoFormer; ``checkpoints.absent_heads`` names them).
+        """
+        config, vocab, weights = checkpoints.load_checkpoint(path, init_missing_heads)
         return cls(config, vocab, weights, **kwargs)
 
     def save(self, path: str | os.PathLike) -> Path:

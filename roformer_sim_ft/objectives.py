@@ -1,8 +1,9 @@
-"""The two stages as objectives for the one training loop.
+"""The training stages as objectives for the one training loop.
 
 An objective owns its models (built inside the training strategy's scope by
 :meth:`Objective.build`), computes the loss of one batch, and saves the trained
-model in the released layout. The loss math lives in :mod:`roformer_sim_ft.losses`.
+model in the released layout. The loss math lives in :mod:`roformer_sim_ft.losses`;
+on several replicas every loss is the global batch's (:mod:`roformer_sim_ft.replicas`).
 """
 from __future__ import annotations
 
@@ -28,8 +29,22 @@ class Objective(abc.ABC):
     name = "objective"
     model: SimModel  # the model that is trained and evaluated
 
-    def prepare(self, jit_compile: bool = False) -> None:
-        """Adapt to the training loop's settings before :meth:`build` (default: nothing)."""
+    rows_per_replica_multiple = 1  # each replica's rows must be a multiple of this
+
+    def prepare(self, jit_compile: bool = False, replicas: int = 1, batch_size: Optional[int] = None) -> None:
+        """Adapt to the training loop's settings before :meth:`build`.
+
+        Refuses a batch that does not split evenly over the replicas (one line).
+        """
+        if batch_size is None or replicas <= 1:
+            return
+        multiple = replicas * self.rows_per_replica_multiple
+        if batch_size % multiple:
+            what = "whole pairs (an even number of rows)" if self.rows_per_replica_multiple == 2 else "equal shares"
+            raise RoformerSimError(
+                f"a batch of {batch_size} rows on {replicas} replicas: each replica must hold {what}; "
+                f"use a batch size that is a multiple of {multiple}"
+            )
 
     @abc.abstractmethod
     def build(self) -> None:
@@ -68,6 +83,7 @@ class SupervisedObjective(Objective):
     """
 
     name = "supervised"
+    rows_per_replica_multiple = 2  # rows 2i, 2i+1 are a pair: the features join them on one replica
 
     def __init__(
         self,
@@ -132,64 +148,36 @@ class SupervisedObjective(Objective):
         return self._loss(batch["labels"], *logits), {}
 
 
-class DistillObjective(Objective):
-    """Distil a fine-tuned encoder (teacher) into the UniLM RoFormer-Sim (student).
+class _UniLMObjective(Objective):
+    """What stage 1 and distillation share: the UniLM model whose one forward pass gives
+    the pooled vector and the seq2seq loss.
 
-    SimBERT v2 / RoFormer-Sim ``train/stage2.py``: seq2seq cross-entropy on the
-    second segment plus ``similarity_weight`` × MSE between the student's and
-    the teacher's batch cosine-similarity matrices. One student forward pass
-    gives both the pooled vector and the MLM logits; under the UniLM mask the
-    [CLS] vector sees only the (possibly masked) source, so it is the source's
-    encoding. The teacher is frozen and sees the unmasked source.
-
+    Under the UniLM mask the [CLS] vector sees only segment 0 (the possibly
+    masked source), so the pooled vector is the source's encoding.
     ``target_logits_only`` (default) runs the MLM head (Dense, LayerNorm, the
     tied output over the vocabulary) only on the positions the seq2seq loss scores,
     instead of on every position as the reference does: the same loss and
     gradients at a fraction of the head's cost. Its gathered shapes are
     dynamic, so under an XLA-compiled step (``prepare(jit_compile=True)``,
     called by the training loop) the reference's all-position head is used.
-    The frozen teacher runs :meth:`FastRoFormer.pooled_of
-    <roformer_sim_ft.forward.FastRoFormer.pooled_of>` (no padding in its
-    matmuls, [CLS]-only last layer; the keras encoder under XLA).
-    Dropout as in :class:`SupervisedObjective` (student only).
     """
 
-    name = "distill"
     HEAD_LAYERS = ("MLM-Dense", "MLM-Norm", "Embedding-Token", "MLM-Bias", "MLM-Activation")
 
-    def __init__(
-        self,
-        teacher: str | os.PathLike,
-        student: str | os.PathLike,
-        similarity_weight: float = 100.0,
-        dropout_rate: float = 0.2,
-        target_logits_only: bool = True,
-        attention_dropout_rate: Optional[float] = None,
-    ) -> None:
-        checkpoints.resolve(teacher)
-        checkpoints.resolve(student)
-        self.teacher_path, self.student_path = teacher, student
+    def __init__(self, dropout_rate: float, target_logits_only: bool, attention_dropout_rate: Optional[float]) -> None:
         self.dropout_rate, self.attention_dropout_rate = dropout_rate, attention_dropout_rate
         self.target_logits_only = target_logits_only
-        self._fast_teacher = True
         self._seq2seq = losses.Seq2SeqLoss()
-        self._similarity = losses.SimilarityMatrixLoss(similarity_weight)
 
-    def prepare(self, jit_compile: bool = False) -> None:
+    def prepare(self, jit_compile: bool = False, replicas: int = 1, batch_size: Optional[int] = None) -> None:
+        super().prepare(jit_compile, replicas, batch_size)
         if jit_compile:
             self.target_logits_only = False
-            self._fast_teacher = False  # packing has dynamic shapes
 
-    def build(self) -> None:
-        self.teacher = SimModel.load(self.teacher_path)
-        self.teacher.encoder.trainable = False
+    def _load(self, path, **kwargs) -> None:
         self.model = SimModel.load(
-            self.student_path, dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate
+            path, dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate, **kwargs
         )
-        if self.teacher.vocab != self.model.vocab:
-            raise RoformerSimError(
-                f"teacher {self.teacher_path} and student {self.student_path} have different vocabularies"
-            )
         model = self.model.model
         names = {layer.name for layer in model.layers}
         if self.target_logits_only and all(n in names for n in self.HEAD_LAYERS):
@@ -202,12 +190,68 @@ class DistillObjective(Objective):
         dense, norm, embedding, bias, activation = self._head
         return activation(bias(embedding(norm(dense(hidden)), mode="dense")))
 
+    def _pooled_and_seq2seq(self, tokens: tf.Tensor, segments: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        """The pooled vectors of the rows and their seq2seq loss, from one forward pass."""
+        if self._trunk is not None:
+            pooled, hidden = self._trunk([tokens, segments], training=training)
+            labels, hidden = self._seq2seq.targets(tokens, segments, hidden)
+            return pooled, self._seq2seq.on_targets(labels, self._mlm_logits(hidden))
+        pooled, logits = self.model.model([tokens, segments], training=training)
+        return pooled, self._seq2seq(tokens, segments, logits)
+
     @property
     def trainable_variables(self) -> list[tf.Variable]:
         return list(self.model.model.trainable_variables)
 
     def trackables(self) -> dict:
         return {"model": self.model.model}
+
+
+class DistillObjective(_UniLMObjective):
+    """Distil a fine-tuned encoder (teacher) into the UniLM RoFormer-Sim (student).
+
+    SimBERT v2 / RoFormer-Sim ``train/stage2.py``: seq2seq cross-entropy on the
+    second segment plus ``similarity_weight`` × MSE between the student's and
+    the teacher's batch cosine-similarity matrices (on the global batch across
+    replicas). One student forward pass gives both the pooled vector and the
+    MLM logits (``target_logits_only`` as in :class:`_UniLMObjective`). The
+    teacher is frozen and sees the unmasked source; it runs
+    :meth:`FastRoFormer.pooled_of <roformer_sim_ft.forward.FastRoFormer.pooled_of>`
+    (no padding in its matmuls, [CLS]-only last layer; the keras encoder under
+    XLA). Dropout as in :class:`SupervisedObjective` (student only).
+    """
+
+    name = "distill"
+
+    def __init__(
+        self,
+        teacher: str | os.PathLike,
+        student: str | os.PathLike,
+        similarity_weight: float = 100.0,
+        dropout_rate: float = 0.2,
+        target_logits_only: bool = True,
+        attention_dropout_rate: Optional[float] = None,
+    ) -> None:
+        checkpoints.resolve(teacher)
+        checkpoints.resolve(student)
+        super().__init__(dropout_rate, target_logits_only, attention_dropout_rate)
+        self.teacher_path, self.student_path = teacher, student
+        self._fast_teacher = True
+        self._similarity = losses.SimilarityMatrixLoss(similarity_weight)
+
+    def prepare(self, jit_compile: bool = False, replicas: int = 1, batch_size: Optional[int] = None) -> None:
+        super().prepare(jit_compile, replicas, batch_size)
+        if jit_compile:
+            self._fast_teacher = False  # packing has dynamic shapes
+
+    def build(self) -> None:
+        self.teacher = SimModel.load(self.teacher_path)
+        self.teacher.encoder.trainable = False
+        self._load(self.student_path)
+        if self.teacher.vocab != self.model.vocab:
+            raise RoformerSimError(
+                f"teacher {self.teacher_path} and student {self.student_path} have different vocabularies"
+            )
 
     def _teacher_vectors(self, tokens, segments):
         """The frozen teacher's pooled vectors: its plain-TF forward pass (packed tokens, [CLS]-only
@@ -219,13 +263,61 @@ class DistillObjective(Objective):
 
     def loss(self, batch, training=True):
         teacher = self._teacher_vectors(batch["teacher_token_ids"], batch["teacher_segment_ids"])
-        tokens, segments = batch["student_token_ids"], batch["student_segment_ids"]
-        if self._trunk is not None:
-            pooled, hidden = self._trunk([tokens, segments], training=training)
-            labels, hidden = self._seq2seq.targets(tokens, segments, hidden)
-            seq2seq = self._seq2seq.on_targets(labels, self._mlm_logits(hidden))
-        else:
-            pooled, logits = self.model.model([tokens, segments], training=training)
-            seq2seq = self._seq2seq(tokens, segments, logits)
+        pooled, seq2seq = self._pooled_and_seq2seq(batch["student_token_ids"], batch["student_segment_ids"], training)
         similarity = self._similarity(tf.stop_gradient(teacher), pooled)
+        return seq2seq + similarity, {"seq2seq": seq2seq, "similarity": similarity}
+
+
+class Stage1Objective(_UniLMObjective):
+    """Stage 1: make a RoFormer-Sim from a RoFormer (SimBERT v2, RoFormer-Sim ``train/stage1.py``).
+
+    Rows ``2k`` and ``2k+1`` of a batch are one pair of similar texts in both
+    directions (``[CLS] source [SEP] target [SEP]``, the source whole-word
+    masked half of the time). Loss = the seq2seq cross-entropy on the target
+    segment + :class:`~roformer_sim_ft.losses.SimilarityCrossEntropyLoss` of the
+    pooled vectors (the sources' encodings) with ``similarity_scale`` (20),
+    both logged, the similarity term on the global batch across replicas.
+
+    Args:
+        checkpoint: a released RoFormer-Sim(-FT), a checkpoint written by
+            ``roformer-sim-ft init``, or a plain RoFormer: with
+            ``init_missing_heads`` (default) a pooler or MLM head it lacks is
+            initialised (``checkpoints.init_weights`` values) and listed in
+            ``initialised``.
+        similarity_scale: the cosine scale of the similarity loss.
+        dropout_rate: hidden dropout (the reference's 0.2); attention dropout
+            stays the config's unless ``attention_dropout_rate`` is given.
+        target_logits_only: the MLM head on the scored positions only (see
+            :class:`_UniLMObjective`).
+
+    Example:
+    >>> objective = Stage1Objective("chinese_roformer-char_L-12_H-768_A-12")
+    >>> training.train(objective, Stage1Batches.from_data(pairs, tokenizer), TrainConfig(out_dir="sim", learning_rate=1e-5))
+    """
+
+    name = "pretrain"
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike,
+        similarity_scale: float = 20.0,
+        dropout_rate: float = 0.2,
+        target_logits_only: bool = True,
+        attention_dropout_rate: Optional[float] = None,
+        init_missing_heads: bool = True,
+    ) -> None:
+        files = checkpoints.resolve(checkpoint)
+        super().__init__(dropout_rate, target_logits_only, attention_dropout_rate)
+        self.checkpoint, self.init_missing_heads = checkpoint, init_missing_heads
+        self.initialised: list[str] = (
+            checkpoints.absent_heads(files.prefix, checkpoints.read_config(files.config)) if init_missing_heads else []
+        )
+        self._similarity = losses.SimilarityCrossEntropyLoss(similarity_scale)
+
+    def build(self) -> None:
+        self._load(self.checkpoint, init_missing_heads=self.init_missing_heads)
+
+    def loss(self, batch, training=True):
+        pooled, seq2seq = self._pooled_and_seq2seq(batch["token_ids"], batch["segment_ids"], training)
+        similarity = self._similarity(pooled)
         return seq2seq + similarity, {"seq2seq": seq2seq, "similarity": similarity}

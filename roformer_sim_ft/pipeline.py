@@ -1,9 +1,10 @@
 """The recipe's stages as plain functions: what the CLI, the demo and the examples call.
 
-``supervised`` (fine-tune an encoder on labelled pairs), ``distill`` (teach the
-UniLM student the encoder's similarities), ``evaluate`` (Spearman table and
-probes), and ``run_pipeline``, which chains them with each stage's output kept
-in its own folder. Each stage function reads its data, builds the stage's
+``pretrain`` (stage 1: make a RoFormer-Sim from a RoFormer), ``supervised``
+(fine-tune an encoder on labelled pairs), ``distill`` (teach the UniLM student
+the encoder's similarities), ``evaluate`` (Spearman table and probes), and
+``run_pipeline``, which chains them with each stage's output kept in its own
+folder. Each stage function reads its data, builds the stage's
 objective and batches, and hands them to the one training loop; the stage's
 values come from its settings (:mod:`roformer_sim_ft.settings`).
 """
@@ -19,11 +20,11 @@ from . import batches, checkpoints, distribute, evaluation, outputs, readers, tr
 from .errors import NoDataFiles, RoformerSimError
 from .io import write_text_atomic
 from .model import SimModel, make_tokenizer
-from .objectives import DistillObjective, SupervisedObjective
-from .settings import DistillSettings, StageSettings, SupervisedSettings, TrainConfig
+from .objectives import DistillObjective, Stage1Objective, SupervisedObjective
+from .settings import DistillSettings, Stage1Settings, StageSettings, SupervisedSettings, TrainConfig, parse_weights
 
-__all__ = ["supervised", "distill", "evaluate", "run_pipeline", "Evaluation",
-           "SupervisedSettings", "DistillSettings", "TrainConfig"]
+__all__ = ["pretrain", "supervised", "distill", "evaluate", "run_pipeline", "Evaluation",
+           "Stage1Settings", "SupervisedSettings", "DistillSettings", "TrainConfig"]
 
 
 def _report(reports, log=print) -> None:
@@ -128,6 +129,45 @@ def distill(
                         readers.DEFAULT_TASKS, allow_eval_overlap, record)
 
 
+def pretrain(
+    checkpoint: str | os.PathLike,
+    train_config: TrainConfig,
+    pair_files: Sequence[str | os.PathLike] = (),
+    labeled_dir: Optional[str | os.PathLike] = None,
+    settings: Stage1Settings = Stage1Settings(),
+    eval_dir: Optional[str | os.PathLike] = None,
+    eval_split: str = "valid",
+    allow_eval_overlap: bool = False,
+) -> training.TrainResult:
+    """Stage 1: train ``checkpoint`` (a RoFormer, or a RoFormer-Sim) into a RoFormer-Sim; it lands in ``out_dir``.
+
+    Pairs of similar texts from ``pair_files`` and/or the positives of
+    ``labeled_dir``, interleaved by ``settings.weights``. A pooler or MLM head
+    the checkpoint lacks is initialised, and the variables are named on stdout.
+    """
+    settings.validate()
+    pairs = readers.load_distill_pairs(
+        pair_files, labeled_dir=labeled_dir, splits=settings.labeled_splits, maxlen=settings.maxlen,
+        skip_bad_lines=settings.skip_bad_lines,
+    )
+    weights = parse_weights(settings.weights, len(pairs.sizes))
+    _report(pairs.reports)
+    print(f"stage-1 data: {len(pairs.groups)} groups of similar texts"
+          + (f" from {len(pairs.sizes)} sources weighted {','.join(map(str, weights))}" if weights else ""))
+    objective = Stage1Objective(checkpoint, settings.similarity_scale, settings.dropout_rate,
+                                attention_dropout_rate=settings.attention_dropout_rate)
+    if objective.initialised:
+        print(f"{checkpoint} lacks {len(objective.initialised)} variables, initialised (truncated normal 0.02, "
+              f"LayerNorm 1/0, biases 0): {', '.join(objective.initialised)}")
+    stream = batches.Stage1Batches.from_data(
+        pairs, _tokenizer(checkpoint), weights=weights, batch_size=settings.batch_size, maxlen=settings.maxlen,
+        seed=train_config.seed, bucket=settings.bucket, pad_to=settings.pad_to,
+    )
+    record = {"stage": "pretrain", "checkpoint": str(checkpoint), "initialised": objective.initialised}
+    return _train_stage(objective, stream, settings, train_config, pairs.reports, eval_dir, eval_split,
+                        readers.DEFAULT_TASKS, allow_eval_overlap, record)
+
+
 @dataclass
 class Evaluation:
     """An evaluation's result and its probe rows."""
@@ -192,7 +232,7 @@ def _check_labels_vary(loaded, split: str) -> None:
         print(f"warning: {task} {split}: all {len(loaded.rows[task])} labels are {label:g}: its Spearman is undefined (nan)")
 
 
-PIPELINE_STAGES = ("supervised", "distilled", "export")
+PIPELINE_STAGES = ("pretrained", "supervised", "distilled", "export")
 
 
 def run_pipeline(
@@ -208,17 +248,23 @@ def run_pipeline(
     eval_split: str = "valid",
     synonyms_of: Sequence[str] = (),
     allow_eval_overlap: bool = False,
+    pretrain_files: Sequence[str | os.PathLike] = (),
+    pretrain_config: TrainConfig = TrainConfig(),
+    pretrain_settings: Stage1Settings = Stage1Settings(),
 ) -> dict:
-    """Supervised stage → distillation → export → evaluation (+ generated synonyms).
+    """[Stage 1 →] supervised stage → distillation → export → evaluation (+ generated synonyms).
 
     ``out_dir`` must be new, empty or an earlier pipeline output (a stage
-    folder holding a run needs ``overwrite`` in its config). Outputs, each kept: ``OUT/supervised`` (the -ft encoder), ``OUT/distilled``
-    (the UniLM student, released layout), ``OUT/export`` (the student re-exported
-    and verified), ``OUT/evaluation.json``. Each stage's ``out_dir`` is set
-    here (the configs given are not changed). Distillation pairs: ``pair_files``
-    and the positive pairs of ``data_dir``. The final evaluation reads
-    ``eval_split`` of ``eval_dir`` (default ``data_dir``), which must not be a
-    training file unless ``allow_eval_overlap``.
+    folder holding a run needs ``overwrite`` in its config). Outputs, each
+    kept: ``OUT/pretrained`` (stage 1, only with ``pretrain_files``: pairs of
+    similar texts; then ``checkpoint`` may be a plain RoFormer and the later
+    stages start from this output), ``OUT/supervised`` (the -ft encoder),
+    ``OUT/distilled`` (the UniLM student, released layout), ``OUT/export`` (the
+    student re-exported and verified), ``OUT/evaluation.json``. Each stage's
+    ``out_dir`` is set here (the configs given are not changed). Distillation
+    pairs: ``pair_files`` and the positive pairs of ``data_dir``. The final
+    evaluation reads ``eval_split`` of ``eval_dir`` (default ``data_dir``),
+    which must not be a training file unless ``allow_eval_overlap``.
     """
     if distribute.role().multi_worker:
         raise RoformerSimError(f"the pipeline runs on one machine; under a multi-worker {distribute.ENV} run its "
@@ -235,15 +281,24 @@ def run_pipeline(
                                     log_missing=False)
     _evaluator(eval_dir, eval_split, supervised_settings.tasks, True, [f.path for f in found.senteval] + found.nli,
                allow_eval_overlap)
-    print(f"== 1/4 supervised stage: {checkpoint} -> {dirs['supervised']}")
+    start, total = checkpoint, 5 if pretrain_files else 4
+    number = iter(range(1, total + 1))
+    if pretrain_files:
+        print(f"== {next(number)}/{total} stage 1: {checkpoint} -> {dirs['pretrained']}")
+        pretrain(checkpoint, replace(pretrain_config, out_dir=str(dirs["pretrained"])), pretrain_files,
+                 settings=pretrain_settings)
+        checkpoint = dirs["pretrained"]
+    else:
+        del dirs["pretrained"]
+    print(f"== {next(number)}/{total} supervised stage: {checkpoint} -> {dirs['supervised']}")
     supervised(checkpoint, replace(supervised_config, out_dir=str(dirs["supervised"])), data_dir,
                settings=supervised_settings)
-    print(f"== 2/4 distillation: teacher {dirs['supervised']}, student {checkpoint} -> {dirs['distilled']}")
+    print(f"== {next(number)}/{total} distillation: teacher {dirs['supervised']}, student {checkpoint} -> {dirs['distilled']}")
     distill(dirs["supervised"], checkpoint, replace(distill_config, out_dir=str(dirs["distilled"])), pair_files,
             data_dir, distill_settings)
-    print(f"== 3/4 export in the released layout -> {dirs['export']}")
+    print(f"== {next(number)}/{total} export in the released layout -> {dirs['export']}")
     SimModel.load(dirs["distilled"]).save(dirs["export"])
-    print("== 4/4 evaluation")
+    print(f"== {next(number)}/{total} evaluation")
     evaluations = {}
     for name in ("supervised", "export"):
         evaluations[name] = evaluate(dirs[name], eval_dir, split=eval_split, name=name,
@@ -252,7 +307,7 @@ def run_pipeline(
     print(table)
     print(evaluation.format_probes(evaluations["export"].probes))
     summary = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(start),
         "data": str(data_dir),
         "outputs": {k: str(v) for k, v in dirs.items()},
         "evaluation": {k: e.result.as_dict() for k, e in evaluations.items()},

@@ -9,12 +9,13 @@ in the file's :class:`FileReport`, so nothing is dropped silently.
 
 This module also holds the data constants (maxlen, tasks, splits, NLI labels).
 It is pure Python: importing it does not import TensorFlow or bert4keras.
-Defaults follow the reference scripts ``train/supervised.py`` and
-``train/stage2.py`` of ZhuiyiTechnology/roformer-sim.
+Defaults follow the reference scripts ``train/supervised.py``,
+``train/stage1.py`` and ``train/stage2.py`` of ZhuiyiTechnology/roformer-sim.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -133,8 +134,19 @@ class DataFiles:
     missing: list[str]
 
 
+class _Reported:
+    """Data read from files, each with its :class:`FileReport` in ``reports``."""
+
+    reports: list[FileReport]
+
+    @property
+    def bad(self) -> int:
+        """Bad lines skipped over all files."""
+        return sum(r.bad for r in self.reports)
+
+
 @dataclass
-class SupervisedData:
+class SupervisedData(_Reported):
     """Everything the supervised stage reads: binary pairs, NLI pairs, per-file reports."""
 
     binary: list[LabeledPair]
@@ -142,24 +154,17 @@ class SupervisedData:
     reports: list[FileReport]
     missing: list[str] = field(default_factory=list)
 
-    @property
-    def bad(self) -> int:
-        """Bad lines skipped over all files."""
-        return sum(r.bad for r in self.reports)
-
 
 @dataclass
-class DistillData:
-    """Everything the distillation stage reads: synonym groups and per-file reports."""
+class DistillData(_Reported):
+    """Everything stage 1 and distillation read: synonym groups, per-file reports, and
+    ``sizes``: how many of ``groups`` (in order) each source gave (each pair file, then
+    the labelled folder; empty: one source), for weighted interleaving."""
 
     groups: list[SynonymGroup]
     reports: list[FileReport]
     missing: list[str] = field(default_factory=list)
-
-    @property
-    def bad(self) -> int:
-        """Bad lines skipped over all files."""
-        return sum(r.bad for r in self.reports)
+    sizes: list[int] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- helpers
@@ -543,14 +548,17 @@ def load_distill_pairs(files: Iterable[PathLike] = (), *, labeled_dir: PathLike 
     groups: list[SynonymGroup] = []
     reports: list[FileReport] = []
     missing: list[str] = []
+    sizes: list[int] = []  # groups per source
     for path in files:
         g, report = read_synonyms(path, maxlen=maxlen, skip_bad_lines=skip_bad_lines)
         groups += g
+        sizes.append(len(g))
         reports.append(report)
     if labeled_dir is not None:
         data = load_supervised_data(labeled_dir, tasks=tasks, splits=splits, maxlen=maxlen,
                                     skip_bad_lines=skip_bad_lines)
         groups += positive_pairs(data)
+        sizes.append(len(groups) - sum(sizes))
         reports += data.reports
         missing = data.missing
     if not groups:
@@ -558,13 +566,11 @@ def load_distill_pairs(files: Iterable[PathLike] = (), *, labeled_dir: PathLike 
             raise RoformerSimError("no data: give pair files or a labelled data folder")
         raise RoformerSimError("no usable pairs in the data files: "
                                + "; ".join(r.summary() for r in reports))
-    return DistillData(groups, reports, missing)
+    return DistillData(groups, reports, missing, sizes)
 
 
 def overlapping_files(first: Iterable[PathLike], second: Iterable[PathLike]) -> list[tuple[Path, Path]]:
     """Pairs (a, b) of ``first`` × ``second`` that are the same file: the same path or the same content."""
-    import hashlib
-
     def digest(path: Path) -> str:
         h = hashlib.sha256()
         with open(path, "rb") as f:

@@ -2,8 +2,9 @@
 
 Plain dataclasses, no TensorFlow: the command line builds its flags and help
 from these defaults, the stage functions of :mod:`roformer_sim_ft.pipeline`
-read them, and nothing else repeats them. Stage values are the reference
-scripts' (ZhuiyiTechnology/roformer-sim ``train/supervised.py``,
+read them, and nothing else repeats them (:func:`parse_weights` checks the
+stage-1 source weights for both). Stage values are the reference scripts'
+(ZhuiyiTechnology/roformer-sim ``train/stage1.py``, ``train/supervised.py``,
 ``train/stage2.py``); docs/FIDELITY.md lists where this package differs.
 """
 from __future__ import annotations
@@ -172,3 +173,46 @@ class DistillSettings(StageSettings):
     learning_rate: float = 1e-5
     similarity_weight: float = 100.0
     labeled_splits: Sequence[str] = DEFAULT_SPLITS
+
+
+@dataclass
+class Stage1Settings(StageSettings):
+    """Stage 1, making a RoFormer-Sim from a RoFormer (defaults: train/stage1.py).
+
+    Batch 96 rows (48 pairs, each in both directions), AdamW lr 1e-5, weight
+    decay 0.01, hidden dropout 0.2, maxlen 64, the similarity softmax's cosine
+    scale 20. ``weights`` interleave the sources (each pair file, then the
+    labelled folder) as the reference's f1, f2, f1, f3 (``(2, 1, 1)``); None
+    pools every group. Bucketing stays off: the similarity loss compares every
+    row of a batch with every other, so regrouping rows would change the
+    objective.
+    """
+
+    batch_size: int = 96
+    learning_rate: float = 1e-5
+    similarity_scale: float = 20.0
+    weights: Optional[Sequence[int]] = None
+    labeled_splits: Sequence[str] = DEFAULT_SPLITS
+
+
+def parse_weights(weights: str | Sequence[int] | None, sources: int) -> tuple[int, ...] | None:
+    """Interleaving weights of ``sources`` sources, given as ``"2,1,1"`` or a sequence of positive integers.
+
+    One weight per source (each pair file in order, then the labelled folder):
+    in every run of ``sum(weights)`` samples, source j gives ``weights[j]``, as
+    the reference's f1, f2, f1, f3 is ``2,1,1``. None stays None (all groups pooled).
+    """
+    if weights is None:
+        return None
+    items = [w.strip() for w in weights.split(",")] if isinstance(weights, str) else list(weights)
+    try:
+        values = tuple(int(w) for w in items)
+    except (TypeError, ValueError):
+        raise RoformerSimError(f"weights must be positive integers such as 2,1,1, got {weights!r}") from None
+    if any(str(v) != str(w).strip() for v, w in zip(values, items)) or any(v < 1 for v in values):
+        raise RoformerSimError(f"weights must be positive integers such as 2,1,1, got {weights!r}")
+    if len(values) != sources:
+        raise RoformerSimError(
+            f"{len(values)} weights for {sources} data sources (each pair file, then the labelled folder)")
+    return values
+

@@ -292,7 +292,7 @@ def _build(objective, batches, config: TrainConfig, out_dir: Path, settings: dic
     """Models and optimizer inside the strategy's scope, and the compiled training step."""
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
-        objective.prepare(jit_compile=config.jit_compile)
+        objective.prepare(jit_compile=config.jit_compile, replicas=replicas, batch_size=getattr(batches, "batch_size", None))
         objective.build()
         optimizer = make_optimizer(config)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")

@@ -21,8 +21,8 @@ def _run(capsys, script: str, *args) -> str:
 
 
 def test_every_example_is_tested():
-    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == ["distill.py", "generate.py", "retrieval.py",
-                                                             "similarity.py", "supervised.py"]
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == ["distill.py", "generate.py", "pretrain.py",
+                                                             "retrieval.py", "similarity.py", "supervised.py"]
 
 
 def test_similarity_and_retrieval(tiny_checkpoint, capsys):
@@ -51,6 +51,13 @@ def test_supervised_then_distill(tiny_checkpoint, tmp_path, capsys):
     out = _run(capsys, "distill.py", tmp_path / "ft", tiny_checkpoint, sample / "synonyms/sample.jsonl",
                tmp_path / "student", 2)
     assert "seq2seq" in out and (tmp_path / "student/bert_model.ckpt.index").exists()
+
+
+def test_pretrain(tiny_checkpoint, tmp_path, capsys):
+    s = readers.sample_data_dir() / "synonyms"
+    out = _run(capsys, "pretrain.py", tiny_checkpoint, tmp_path / "sim", s / "sample.jsonl", s / "pairs.jsonl",
+               "--steps", 2, "--weights", "2,1")
+    assert "seq2seq" in out and "similarity" in out and (tmp_path / "sim/bert_model.ckpt.index").exists()
 
 
 def test_bad_arguments_exit_2(capsys):

@@ -14,7 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from roformer_sim_ft import checkpoints, export as ex, keras3
+from roformer_sim_ft import checkpoints, export as ex, keras3, outputs
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.model import MAXLEN, pad
 from roformer_sim_ft.tensor_bundle import BundleReader, crc32c
@@ -129,10 +129,7 @@ def test_wordpiece_equals_bert4keras(tiny_model):
 
 def test_layout_names_and_constants_agree(tiny_config):
     assert set(keras3.weight_names(tiny_config)) == set(checkpoints.expected_variables(tiny_config))
-    assert (keras3.CONFIG_NAME, keras3.VOCAB_NAME, keras3.CKPT_NAME) == (
-        checkpoints.CONFIG_NAME, checkpoints.VOCAB_NAME, checkpoints.CKPT_NAME,
-    )
-    assert keras3.MAXLEN == MAXLEN and keras3.ARCHIVE_NAME == ex.KERAS_ARCHIVE
+    assert keras3.ARCHIVE_NAME == ex.KERAS_ARCHIVE
 
 
 # ----------------------------------------------------- TensorFlow backend
@@ -194,7 +191,7 @@ def keras_export(tmp_path_factory, reference_model):
 
 def test_keras_export_verified_and_round_trips(keras_export, reference_model, ids, reference):
     assert keras_export.max_diff <= ex.TOLERANCE["keras"] and "bit-identical" in keras_export.checked
-    assert {p.name for p in keras_export.path.iterdir()} == {ex.KERAS_ARCHIVE, "bert_config.json", "vocab.txt"}
+    assert {p.name for p in keras_export.path.iterdir()} == {ex.KERAS_ARCHIVE, "bert_config.json", "vocab.txt", outputs.MANIFEST_NAME}
     encoder = keras3.SimEncoder.from_keras(keras_export.path / ex.KERAS_ARCHIVE)
     out = encoder.model({"token_ids": ids, "segment_ids": _segments(ids)})
     assert np.max(np.abs(np.asarray(out["mlm_logits"]) - reference["logits"])) <= LOGITS_TOLERANCE

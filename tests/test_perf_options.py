@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from roformer_sim_ft import data
+from roformer_sim_ft import batches, readers
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.model import SimModel
 from roformer_sim_ft.objectives import DistillObjective
@@ -50,8 +50,8 @@ def test_encode_reads_the_weights_at_each_call(spread_model):
 
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_distill_teacher_vectors_equal_the_keras_encoder(tiny_checkpoint, tiny_model, jit_compile):
-    pairs = data.load_distill_pairs([data.sample_data_dir() / "synonyms" / "sample.jsonl"])
-    batch = data.DistillBatches.from_data(pairs, tiny_model.tokenizer, batch_size=8, seed=1).batch_at(0)
+    pairs = readers.load_distill_pairs([readers.sample_data_dir() / "synonyms" / "sample.jsonl"])
+    batch = batches.DistillBatches.from_data(pairs, tiny_model.tokenizer, batch_size=8, seed=1).batch_at(0)
     tokens, segments = tf.constant(batch["teacher_token_ids"]), tf.constant(batch["teacher_segment_ids"])
     assert (tokens.numpy() == 0).any()  # padded rows are exercised
     objective = DistillObjective(tiny_checkpoint, tiny_checkpoint)

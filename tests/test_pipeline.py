@@ -104,3 +104,27 @@ def test_stage_flags_default_to_the_stage_settings():
     xla = build_parser().parse_args(["train", "--checkpoint", "c", *common, "--xla", "--bucket", "4"])
     assert (_stage_args(xla)["bucket"], _stage_args(xla)["pad_to"]) == (4, 16)
     assert _stage_args(build_parser().parse_args(["train", "--checkpoint", "c", *common, "--xla", "--pad-to", "8"]))["pad_to"] == 8
+
+
+def test_pipeline_runs_stage1_first(tiny_checkpoint, tmp_path, capsys):
+    from roformer_sim_ft import checkpoints, readers
+
+    config, vocab, weights = checkpoints.load_checkpoint(tiny_checkpoint)  # a plain RoFormer: no pooler
+    (tmp_path / "roformer").mkdir()
+    checkpoints._save_tensors(tmp_path / "roformer" / checkpoints.CKPT_NAME,
+                              {k: v for k, v in weights.items() if not k.startswith("bert/pooler/")})
+    checkpoints.write_config_vocab(tmp_path / "roformer", config, vocab)
+    synonyms = readers.sample_data_dir() / "synonyms"
+    out = tmp_path / "all"
+    assert main(["pipeline", "--checkpoint", str(tmp_path / "roformer"), "--data", str(readers.sample_data_dir()),
+                 "--out", str(out), "--pretrain-data", str(synonyms / "sample.jsonl"), "--pretrain-steps", "1",
+                 "--supervised-steps", "1", "--distill-steps", "1", "--pretrain-batch-size", "8",
+                 "--supervised-batch-size", "8", "--distill-batch-size", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "== 1/5 stage 1" in printed and "== 5/5 evaluation" in printed
+    summary = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
+    assert set(summary["outputs"]) == {"pretrained", "supervised", "distilled", "export"}
+    assert json.loads((out / "pretrained/run.json").read_text())["settings"]["stage"] == "pretrain"
+    # the later stages start from stage 1's output
+    assert json.loads((out / "supervised/run.json").read_text())["settings"]["checkpoint"] == str(out / "pretrained")
+    assert json.loads((out / "distilled/run.json").read_text())["settings"]["student"] == str(out / "pretrained")
