@@ -161,8 +161,9 @@ class _UniLMObjective(Objective):
     gradients at a fraction of the head's cost. ``packed`` (default) runs the
     student through :class:`~roformer_sim_ft.packed_unilm.PackedUniLM` (dense
     layers on the real tokens only, the MLM head on the scored positions only;
-    the same loss and gradients within float round-off) when the layout allows
-    and the model computes in float32, else through the keras model. Both have
+    the same loss and gradients within float round-off) when the layout allows,
+    the model computes in float32 and ``target_logits_only`` is on, else
+    through the keras model. Both have
     dynamic shapes, so under an XLA-compiled step (``prepare(jit_compile=True)``,
     called by the training loop) the keras model with the reference's
     all-position head is used.
@@ -206,7 +207,7 @@ class _UniLMObjective(Objective):
 
     def _pooled_and_seq2seq(self, tokens: tf.Tensor, segments: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
         """The pooled vectors of the rows and their seq2seq loss, from one forward pass."""
-        if self.packed and self._packed is not None:
+        if self.packed and self.target_logits_only and self._packed is not None:
             pooled, labels, hidden = self._packed(tokens, segments, training)
             return pooled, self._seq2seq.on_targets(labels, self._packed.fast.mlm_logits(hidden))
         if self._trunk is not None:
