@@ -33,9 +33,10 @@ from .forward import _MASKED, FastRoFormer, _dense, _layer_norm, _mm, _rotate, r
 
 
 def dropout(x: tf.Tensor, rate: float, training) -> tf.Tensor:
-    """``x`` with dropout at ``rate`` when ``training``: stateless and step-seeded inside
-    ``compat.seeded_dropout``, else TensorFlow's stateful dropout."""
-    if not rate or training is False:
+    """``x`` with dropout at ``rate`` when ``training`` (a bool or a bool tensor; None: not
+    training): stateless and step-seeded inside ``compat.seeded_dropout``, else TensorFlow's
+    stateful dropout."""
+    if not rate or training is None or training is False:
         return x
     seed = compat.next_dropout_seed()
 

@@ -99,16 +99,16 @@ def _distill_run(teacher, student, groups, tokenizer, out, steps, on_step=None, 
 def test_distillation_interrupted_then_resumed_equals_uninterrupted(tiny_checkpoint, spread_checkpoint,
                                                                     sample_groups, tiny_model, tmp_path):
     args = (spread_checkpoint, tiny_checkpoint, sample_groups, tiny_model.tokenizer)
-    _distill_run(*args, tmp_path / "full", steps=4)
+    _distill_run(*args, tmp_path / "full", steps=3)
 
     def interrupt(step, losses):
         if step == 2:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    first = _distill_run(*args, tmp_path / "cut", steps=4, on_step=interrupt)
+    first = _distill_run(*args, tmp_path / "cut", steps=3, on_step=interrupt)
     assert first.interrupted and first.step == 2
-    second = _distill_run(*args, tmp_path / "cut", steps=4, resume=True)
-    assert second.step == 4 and not second.interrupted
+    second = _distill_run(*args, tmp_path / "cut", steps=3, resume=True)
+    assert second.step == 3 and not second.interrupted
     _, _, start = checkpoints.load_checkpoint(tiny_checkpoint)
     _, _, full = checkpoints.load_checkpoint(tmp_path / "full")
     _, _, resumed = checkpoints.load_checkpoint(tmp_path / "cut")
