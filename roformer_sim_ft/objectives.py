@@ -163,10 +163,9 @@ class _UniLMObjective(Objective):
     layers on the real tokens only, the MLM head on the scored positions only;
     the same loss and gradients within float round-off) when the layout allows,
     the model computes in float32 and ``target_logits_only`` is on, else
-    through the keras model. Both have
-    dynamic shapes, so under an XLA-compiled step (``prepare(jit_compile=True)``,
-    called by the training loop) the keras model with the reference's
-    all-position head is used.
+    through the keras model. Both have dynamic shapes, so under an
+    XLA-compiled step (``prepare(jit_compile=True)``, called by the training
+    loop) the keras model with the reference's all-position head is used.
     """
 
     HEAD_LAYERS = ("MLM-Dense", "MLM-Norm", "Embedding-Token", "MLM-Bias", "MLM-Activation")
