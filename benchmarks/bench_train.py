@@ -16,16 +16,18 @@ in the reference's order. ``--xla`` runs our step XLA-compiled with ``pad_to=16`
 Distillation (``--distill``): ``train/stage2.py``'s style (generator with
 whole-word masking whose batches carry the teacher's similarity matrix from
 ``sim_encoder.predict``, a ``TotalLoss`` layer, ``fit``, lr 1e-5) vs
-``training.train(DistillObjective, DistillBatches)``, with the MLM head on the
-scored positions only (the default); ``ours-all-logits`` runs it on every
-position, as the reference. Teacher and student are
+``training.train(DistillObjective, DistillBatches)``: the packed student
+(dense layers on real tokens only) with the MLM head on the scored positions
+only (the default); ``ours-keras-student`` runs the keras student
+(``packed=False``) and ``ours-all-logits`` the keras student with the head on
+every position, as the reference. Teacher and student are
 both the L-6/H-384 shape with random weights (the shapes matter, not the values).
 
 Stage 1 (``--stage1``): ``train/stage1.py``'s style (generator with whole-word
 masking, a ``TotalLoss`` layer of seq2seq + in-batch similarity cross-entropy,
 ``fit``, lr 1e-5, the model built with ``ignore_invalid_weights=True``) vs
-``training.train(Stage1Objective, Stage1Batches)``, with ``ours-all-logits`` as
-for distillation; the L-6/H-384 shape with random weights.
+``training.train(Stage1Objective, Stage1Batches)``, with ``ours-keras-student``
+and ``ours-all-logits`` as for distillation; the L-6/H-384 shape with random weights.
 
 Fairness on a shared, loaded machine: every side runs in its own thread, in
 one process, and a baton passes between them every ``--block`` steps, so only
@@ -577,6 +579,8 @@ def main(argv: list[str] | None = None) -> None:
                         Stage1Settings),
         }
         if not args.xla:
+            sides["ours-keras-student"] = ours(lambda: Stage1Objective(ckpt, packed=False), batches, steps,
+                                               args.seed, False, results, "token_ids", Stage1Settings)
             sides["ours-all-logits"] = ours(lambda: Stage1Objective(ckpt, target_logits_only=False), batches, steps,
                                             args.seed, False, results, "token_ids", Stage1Settings)
         maker = batches()
@@ -593,14 +597,17 @@ def main(argv: list[str] | None = None) -> None:
             return B.DistillBatches(groups, tokenizer, batch_size=batch_size, seed=args.seed, pad_to=pad_to)
 
         label = "ours-xla" if args.xla else "ours"
-        # ours: the MLM head on the scored positions only (the default; not under XLA);
-        # ours-all-logits: on every position, as the reference
+        # ours: the packed student, the MLM head on the scored positions only (the default; not under XLA);
+        # ours-keras-student: the keras student, the head on the scored positions;
+        # ours-all-logits: the keras student, the head on every position, as the reference
         sides = {
             "original": original_distill(ckpt, groups, tokenizer, batch_size, steps, args.seed),
             label: ours(lambda: DistillObjective(ckpt, ckpt), batches, steps,
                         args.seed, args.xla, results, "student_token_ids", DistillSettings),
         }
         if not args.xla:
+            sides["ours-keras-student"] = ours(lambda: DistillObjective(ckpt, ckpt, packed=False), batches, steps,
+                                               args.seed, False, results, "student_token_ids", DistillSettings)
             sides["ours-all-logits"] = ours(lambda: DistillObjective(ckpt, ckpt, target_logits_only=False), batches,
                                             steps, args.seed, False, results, "student_token_ids", DistillSettings)
         maker = batches()

@@ -36,6 +36,10 @@ def profile_distill(ckpt: Path, groups, tokenizer, batch_size: int, repeats: int
         pooled, hidden = objective._trunk([tokens, segments], training=True)
         return tf.reduce_sum(pooled) + tf.reduce_sum(hidden)
 
+    def packed_sum():
+        pooled, _, hidden = objective._packed(tokens, segments, training=True)
+        return tf.reduce_sum(pooled) + tf.reduce_sum(hidden)
+
     def step():
         with tf.GradientTape() as tape:
             loss = objective.loss(batch)[0]
@@ -45,8 +49,10 @@ def profile_distill(ckpt: Path, groups, tokenizer, batch_size: int, repeats: int
     parts = {
         "teacher: keras encoder (before)": lambda: objective.teacher.encoder([t_tokens, t_segments], training=False),
         "teacher: FastRoFormer.pooled_of (now)": lambda: objective.teacher.fast_forward.pooled_of(t_tokens),
-        "student trunk forward": lambda: objective._trunk([tokens, segments], training=True)[0],
-        "student trunk forward+backward": lambda: grads_of(trunk_sum),
+        "student keras trunk forward (before)": lambda: objective._trunk([tokens, segments], training=True)[0],
+        "student keras trunk forward+backward (before)": lambda: grads_of(trunk_sum),
+        "student PackedUniLM forward (now)": lambda: objective._packed(tokens, segments, training=True)[0],
+        "student PackedUniLM forward+backward (now)": lambda: grads_of(packed_sum),
         "loss forward (teacher, student, head, both losses)": lambda: objective.loss(batch)[0],
         "loss forward+backward": lambda: grads_of(lambda: objective.loss(batch)[0]),
         "step: forward+backward+AdamW": step,

@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 from .errors import RoformerSimError
 from .readers import DEFAULT_TASKS
 from .settings import (
-    EXPORT_FORMATS, PRECISIONS, VERBOSE_ENV, DistillSettings, Stage1Settings, StageSettings, SupervisedSettings,
-    TrainConfig, parse_weights,
+    EXPORT_FORMATS, LOG_DIR, PRECISIONS, VERBOSE_ENV, DistillSettings, Stage1Settings, StageSettings,
+    SupervisedSettings, TrainConfig, parse_weights,
 )
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int | None], str]] = {}
@@ -153,7 +153,15 @@ def _add_loop_args(p: argparse.ArgumentParser, stage: type[StageSettings]) -> No
                    help="start a new run in an --out that holds another run (its states, model and run.json are cleared)")
     g.add_argument("--allow-changed-settings", action="store_true",
                    help="--resume although the seed, the data or a setting such as --lr differs from the saved run's")
-    g.add_argument("--devices", type=int, help="MirroredStrategy over N devices (default: all GPUs, else one device)")
+    g.add_argument("--devices", type=int, help="MirroredStrategy over N devices (default: all GPUs, else one device); "
+                   "with a TF_CONFIG of several workers, MultiWorkerMirroredStrategy instead (docs/SCALING.md)")
+    g.add_argument("--collective-timeout", type=float, default=loop("collective_timeout"), metavar="SECONDS",
+                   help="multi-worker: stop with an error when a collective waits longer for the other workers "
+                   f"(default {loop('collective_timeout'):g})")
+    g.add_argument("--tensorboard", metavar="DIR", default=loop("tensorboard_dir"),
+                   help=f"TensorBoard event files: loss terms, learning rate, steps/s, evaluations "
+                   f"(default OUT/{LOG_DIR})")
+    g.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard event files")
     g.add_argument("--mixed-precision", choices=tuple(PRECISIONS), help="mixed_float16 / mixed_bfloat16 (loss stays fp32)")
     g.add_argument("--xla", action="store_true", help="compile the train step with XLA")
     g.add_argument("--skip-bad-lines", action="store_true", help="skip malformed data lines (counted per file) instead of stopping")
@@ -167,7 +175,8 @@ def _loop_config(args: argparse.Namespace) -> TrainConfig:
         eval_every=args.eval_every if args.eval_data else 0, resume=args.resume, overwrite=args.overwrite,
         allow_changed_settings=args.allow_changed_settings, devices=args.devices,
         mixed_precision=PRECISIONS.get(args.mixed_precision), jit_compile=args.xla,
-        show_progress=False if args.no_progress else None,
+        show_progress=False if args.no_progress else None, collective_timeout=args.collective_timeout,
+        tensorboard=not args.no_tensorboard, tensorboard_dir=args.tensorboard,
     )
 
 

@@ -176,17 +176,25 @@ class seeded_dropout:
         _DROPOUT_SEEDS.base = None
 
 
+def next_dropout_seed():
+    """The stateless seed [2] of the next dropout call of the training step being traced
+    inside ``seeded_dropout``, or None outside it (then dropout is stateful)."""
+    base = _DROPOUT_SEEDS.base
+    if base is None:
+        return None
+    _DROPOUT_SEEDS.counter += 1
+    return base + tf.constant([0, 1 << 40], tf.int64) * _DROPOUT_SEEDS.counter
+
+
 class SeededDropout(keras.layers.Dropout):
     """Keras Dropout that uses stateless, step-seeded masks inside ``seeded_dropout``."""
 
     def call(self, inputs, training=None):
-        base = _DROPOUT_SEEDS.base
-        if base is None or self.rate == 0:
+        if _DROPOUT_SEEDS.base is None or self.rate == 0:
             return super().call(inputs, training=training)
         if training is None:
             training = keras.backend.learning_phase()
-        _DROPOUT_SEEDS.counter += 1
-        seed = base + tf.constant([0, 1 << 40], tf.int64) * _DROPOUT_SEEDS.counter
+        seed = next_dropout_seed()
 
         def dropped():
             return tf.nn.experimental.stateless_dropout(inputs, rate=self.rate, seed=seed)

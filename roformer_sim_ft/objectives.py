@@ -18,6 +18,7 @@ from bert4keras.backend import keras
 from . import checkpoints, losses
 from .errors import RoformerSimError
 from .model import SimModel
+from .packed_unilm import PackedUniLM
 
 SUPERVISED_OBJECTIVES = ("concat", *losses.COSINE_LOSSES)
 HEADS = ("shared", "separate")
@@ -157,22 +158,30 @@ class _UniLMObjective(Objective):
     ``target_logits_only`` (default) runs the MLM head (Dense, LayerNorm, the
     tied output over the vocabulary) only on the positions the seq2seq loss scores,
     instead of on every position as the reference does: the same loss and
-    gradients at a fraction of the head's cost. Its gathered shapes are
-    dynamic, so under an XLA-compiled step (``prepare(jit_compile=True)``,
-    called by the training loop) the reference's all-position head is used.
+    gradients at a fraction of the head's cost. ``packed`` (default) runs the
+    student through :class:`~roformer_sim_ft.packed_unilm.PackedUniLM` (dense
+    layers on the real tokens only, the MLM head on the scored positions only;
+    the same loss and gradients within float round-off) when the layout allows,
+    the model computes in float32 and ``target_logits_only`` is on, else
+    through the keras model. Both have dynamic shapes, so under an
+    XLA-compiled step (``prepare(jit_compile=True)``, called by the training
+    loop) the keras model with the reference's all-position head is used.
     """
 
     HEAD_LAYERS = ("MLM-Dense", "MLM-Norm", "Embedding-Token", "MLM-Bias", "MLM-Activation")
 
-    def __init__(self, dropout_rate: float, target_logits_only: bool, attention_dropout_rate: Optional[float]) -> None:
+    def __init__(
+        self, dropout_rate: float, target_logits_only: bool, attention_dropout_rate: Optional[float], packed: bool = True
+    ) -> None:
         self.dropout_rate, self.attention_dropout_rate = dropout_rate, attention_dropout_rate
-        self.target_logits_only = target_logits_only
+        self.target_logits_only, self.packed = target_logits_only, packed
         self._seq2seq = losses.Seq2SeqLoss()
+        self._packed = None
 
     def prepare(self, jit_compile: bool = False, replicas: int = 1, batch_size: Optional[int] = None) -> None:
         super().prepare(jit_compile, replicas, batch_size)
         if jit_compile:
-            self.target_logits_only = False
+            self.target_logits_only = self.packed = False
 
     def _load(self, path, **kwargs) -> None:
         self.model = SimModel.load(
@@ -185,6 +194,11 @@ class _UniLMObjective(Objective):
             self._trunk = keras.Model(model.inputs, [model.outputs[0], self._head[0].input], name="student_trunk")
         else:
             self._trunk = None
+        self._packed = None
+        fast = self.model.fast_forward
+        if fast is not None and self.model.transformer.layers["Embedding-Norm"].compute_dtype == "float32":
+            transformer = self.model.transformer
+            self._packed = PackedUniLM(fast, transformer.dropout_rate, transformer.attention_dropout_rate)
 
     def _mlm_logits(self, hidden: tf.Tensor) -> tf.Tensor:
         dense, norm, embedding, bias, activation = self._head
@@ -192,6 +206,9 @@ class _UniLMObjective(Objective):
 
     def _pooled_and_seq2seq(self, tokens: tf.Tensor, segments: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
         """The pooled vectors of the rows and their seq2seq loss, from one forward pass."""
+        if self.packed and self.target_logits_only and self._packed is not None:
+            pooled, labels, hidden = self._packed(tokens, segments, training)
+            return pooled, self._seq2seq.on_targets(labels, self._packed.fast.mlm_logits(hidden))
         if self._trunk is not None:
             pooled, hidden = self._trunk([tokens, segments], training=training)
             labels, hidden = self._seq2seq.targets(tokens, segments, hidden)
@@ -214,7 +231,7 @@ class DistillObjective(_UniLMObjective):
     second segment plus ``similarity_weight`` × MSE between the student's and
     the teacher's batch cosine-similarity matrices (on the global batch across
     replicas). One student forward pass gives both the pooled vector and the
-    MLM logits (``target_logits_only`` as in :class:`_UniLMObjective`). The
+    MLM logits (``target_logits_only`` and ``packed`` as in :class:`_UniLMObjective`). The
     teacher is frozen and sees the unmasked source; it runs
     :meth:`FastRoFormer.pooled_of <roformer_sim_ft.forward.FastRoFormer.pooled_of>`
     (no padding in its matmuls, [CLS]-only last layer; the keras encoder under
@@ -231,10 +248,11 @@ class DistillObjective(_UniLMObjective):
         dropout_rate: float = 0.2,
         target_logits_only: bool = True,
         attention_dropout_rate: Optional[float] = None,
+        packed: bool = True,
     ) -> None:
         checkpoints.resolve(teacher)
         checkpoints.resolve(student)
-        super().__init__(dropout_rate, target_logits_only, attention_dropout_rate)
+        super().__init__(dropout_rate, target_logits_only, attention_dropout_rate, packed)
         self.teacher_path, self.student_path = teacher, student
         self._fast_teacher = True
         self._similarity = losses.SimilarityMatrixLoss(similarity_weight)
@@ -289,6 +307,8 @@ class Stage1Objective(_UniLMObjective):
             stays the config's unless ``attention_dropout_rate`` is given.
         target_logits_only: the MLM head on the scored positions only (see
             :class:`_UniLMObjective`).
+        packed: the student's dense layers on real tokens only (see
+            :class:`_UniLMObjective`; False: the keras model).
 
     Example:
     >>> objective = Stage1Objective("chinese_roformer-char_L-12_H-768_A-12")
@@ -305,9 +325,10 @@ class Stage1Objective(_UniLMObjective):
         target_logits_only: bool = True,
         attention_dropout_rate: Optional[float] = None,
         init_missing_heads: bool = True,
+        packed: bool = True,
     ) -> None:
         files = checkpoints.resolve(checkpoint)
-        super().__init__(dropout_rate, target_logits_only, attention_dropout_rate)
+        super().__init__(dropout_rate, target_logits_only, attention_dropout_rate, packed)
         self.checkpoint, self.init_missing_heads = checkpoint, init_missing_heads
         self.initialised: list[str] = (
             checkpoints.absent_heads(files.prefix, checkpoints.read_config(files.config)) if init_missing_heads else []

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import batches, checkpoints, evaluation, outputs, readers, training
+from . import batches, checkpoints, distribute, evaluation, outputs, readers, training
 from .errors import NoDataFiles, RoformerSimError
 from .io import write_text_atomic
 from .model import SimModel, make_tokenizer
@@ -266,6 +266,9 @@ def run_pipeline(
     evaluation reads ``eval_split`` of ``eval_dir`` (default ``data_dir``),
     which must not be a training file unless ``allow_eval_overlap``.
     """
+    if distribute.role().multi_worker:
+        raise RoformerSimError(f"the pipeline runs on one machine; under a multi-worker {distribute.ENV} run its "
+                               "stages one by one (train, distill: docs/SCALING.md)")
     out_dir = Path(out_dir)
     dirs = {name: out_dir / name for name in PIPELINE_STAGES}
     eval_dir = eval_dir or data_dir

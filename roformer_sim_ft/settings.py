@@ -9,6 +9,7 @@ stage-1 source weights for both). Stage values are the reference scripts'
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from typing import Optional, Sequence
 
@@ -17,6 +18,9 @@ from .readers import DEFAULT_SPLITS, DEFAULT_TASKS, MAXLEN
 
 # The classifier's features of a pair of pooled vectors (Sentence-BERT's best set).
 DEFAULT_FEATURES: tuple[str, ...] = ("u", "v", "|u-v|")
+
+# TensorBoard's folder inside a training output folder, unless --tensorboard names another.
+LOG_DIR = "logs"
 
 # Short names of the mixed-precision policies (CLI --mixed-precision) and the Keras policies they select.
 PRECISIONS: dict[str, str] = {"fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
@@ -62,6 +66,15 @@ class TrainConfig:
     mixed_precision: Optional[str] = None  # None, "mixed_float16" or "mixed_bfloat16"
     jit_compile: bool = False
     show_progress: Optional[bool] = None
+    tensorboard: bool = True  # TensorBoard scalars (roformer_sim_ft.summaries), written by the chief alone
+    tensorboard_dir: Optional[str] = None  # None: OUT/logs (LOG_DIR)
+    collective_timeout: float = 600.0  # multi-worker: seconds a collective waits for the other workers
+
+    def log_dir(self) -> Optional[str]:
+        """Where TensorBoard event files go, or None when off."""
+        if not self.tensorboard:
+            return None
+        return self.tensorboard_dir or os.path.join(self.out_dir, LOG_DIR)
 
     def validate(self) -> None:
         """One-line errors for values the loop cannot run with."""
@@ -83,6 +96,8 @@ class TrainConfig:
             raise RoformerSimError("resume and overwrite exclude each other: continue the run or start again")
         if self.keep_states < 1:
             raise RoformerSimError(f"keep_states must be at least 1, got {self.keep_states}")
+        if not self.collective_timeout > 0:
+            raise RoformerSimError(f"collective_timeout must be positive seconds, got {self.collective_timeout}")
         for name in ("save_every", "eval_every", "warmup_steps", "log_every"):
             if getattr(self, name) < 0:
                 raise RoformerSimError(f"{name} must not be negative, got {getattr(self, name)}")

@@ -5,20 +5,25 @@ one batch) and a batch source from :mod:`roformer_sim_ft.batches`; :func:`train`
 runs any such pair: AdamW with decoupled weight decay, optional warmup, a
 progress bar, periodic evaluation keeping the best model, periodic training
 state written atomically (weights + optimizer + sampler position), ``resume``,
-clean stop on SIGINT/SIGTERM, ``tf.distribute.MirroredStrategy``, mixed
-precision and XLA. The loop never knows which stage it runs.
+clean stop on SIGINT/SIGTERM, TensorBoard scalars, mixed precision and XLA,
+on one device, several (``MirroredStrategy``) or several machines
+(``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``, :mod:`roformer_sim_ft.distribute`).
+The loop never knows which stage it runs.
 
-Output folder layout::
+Output folder layout (written by the chief; other workers keep their states in
+a temporary folder they remove)::
 
     OUT/                      the trained model in the released layout (best by evaluation, else last)
     OUT/run.json              settings, loss history, evaluations
     OUT/training_state/step-N model + optimizer + sampler state of step N (the last two kept)
+    OUT/logs/                 TensorBoard event files (``--tensorboard DIR`` elsewhere)
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -30,10 +35,10 @@ from . import compat
 import tensorflow as tf
 from bert4keras.backend import keras
 
-from . import checkpoints, outputs, states
+from . import checkpoints, distribute, outputs, states, summaries
 from .errors import RoformerSimError
 from .io import write_text_atomic
-from .settings import StageSettings, TrainConfig
+from .settings import LOG_DIR, StageSettings, TrainConfig
 
 STATE_DIR = states.STATE_DIR
 load_state_model = states.load_state_model
@@ -85,21 +90,8 @@ def make_optimizer(config: TrainConfig):
 
 
 def make_strategy(devices: Optional[int]) -> tf.distribute.Strategy:
-    """MirroredStrategy over ``devices`` devices (GPUs if any, else logical CPUs); the
-    default strategy for one. ``None``: every visible GPU, or one device."""
-    gpus = tf.config.list_logical_devices("GPU")
-    if devices is None:
-        devices = len(gpus) or 1
-    if devices <= 1:
-        return tf.distribute.get_strategy()
-    pool = gpus if gpus else tf.config.list_logical_devices("CPU")
-    if len(pool) < devices:
-        raise RoformerSimError(
-            f"devices={devices} but only {len(pool)} {'GPU' if gpus else 'CPU'} device(s) are visible"
-        )
-    names = [d.name for d in pool[:devices]]
-    cross = None if gpus else tf.distribute.ReductionToOneDevice()
-    return tf.distribute.MirroredStrategy(names, cross_device_ops=cross)
+    """The strategy of this process (:func:`roformer_sim_ft.distribute.make_strategy`)."""
+    return distribute.make_strategy(devices)
 
 
 class _StopFlag:
@@ -156,19 +148,25 @@ class _Run:
     step_var: tf.Variable
     checkpoint: tf.train.Checkpoint
     settings: dict
+    role: distribute.Role
+    log: summaries.ScalarLog
     history: dict = field(default_factory=lambda: {"evaluations": [], "best": None, "losses": []})
 
-    def steps(self):
-        """Yield (losses, seconds waited for the batch) of one step after another, from the batches' position."""
-        dataset = self.batches.dataset()
-        if self.strategy.num_replicas_in_sync > 1:
-            dataset = self.strategy.experimental_distribute_dataset(dataset)
+    def steps(self, stop: "_StopFlag"):
+        """Yield (losses, seconds waited for the batch) of one step after another, from the batches' position.
+
+        Multi-worker, the losses hold ``stop``: 1.0 when any worker got a stop signal.
+        """
+        dataset = distribute.distributed_batches(self.strategy, self.batches)
         iterator = iter(dataset)
         while True:
             fetch = time.perf_counter()
             batch = next(iterator)
             waited = time.perf_counter() - fetch
-            yield self.train_step(batch), waited
+            if self.role.multi_worker:
+                yield self.train_step(batch, tf.constant(float(stop.signal is not None))), waited
+            else:
+                yield self.train_step(batch), waited
 
     def save(self, step: int) -> Path:
         record = {"step": step, "sampler": self.batches.state(), "history": self.history, "settings": self.settings,
@@ -197,35 +195,58 @@ def train(
     ``out_dir`` must be new, empty or a training folder of ours; it is locked
     for the run. A new run into a folder holding another run's states stops
     unless ``config.overwrite`` (which clears them first).
+
+    Under a ``TF_CONFIG`` of several workers every worker calls this with the
+    same arguments; the chief alone uses ``out_dir`` and the TensorBoard folder,
+    the others train alike and keep their states in a temporary folder.
     """
     config.validate()
+    role = distribute.role()
+    if not role.chief:
+        with distribute.scratch_folder() as scratch:
+            return _train_in(objective, batches, config, Path(scratch), settings, evaluator, on_step, role)
     out_dir = Path(config.out_dir)
     check_out_dir(config)
     outputs.ensure_folder(out_dir)
     with outputs.FolderLock(out_dir):
         _claim(out_dir, config)
+        return _train_in(objective, batches, config, out_dir, settings, evaluator, on_step, role)
+
+
+def _train_in(objective, batches, config: TrainConfig, out_dir: Path, settings: Optional[dict], evaluator, on_step,
+              role: distribute.Role) -> TrainResult:
+    """Build, restore, loop and finish with ``out_dir`` claimed (or this worker's scratch folder)."""
+    strategy = distribute.make_strategy(config.devices, config.collective_timeout)  # before any other TF work
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy(config.mixed_precision)
+    log = summaries.ScalarLog(config.log_dir() if role.chief else None)
+    try:
+        run = _build(objective, batches, config, out_dir, settings or {}, strategy, role, log)
+        if config.resume:
+            _restore(run)
+        with _StopFlag() as stop:
+            stop.last_saved = states.latest_state(out_dir)
+            result = _loop(run, evaluator, on_step, stop)
+            _finish(run, result, evaluator)
+        if role.multi_worker:  # the workers leave together (a worker gone first delays the others' exit)
+            distribute.barrier(strategy)
+        return result
+    except distribute.COLLECTIVE_ERRORS as e:
+        if not role.multi_worker:
+            raise
+        raise distribute.collective_error(e, role) from None
+    finally:
+        log.close()
         if config.mixed_precision:
-            keras.mixed_precision.set_global_policy(config.mixed_precision)
-        try:
-            run = _build(objective, batches, config, out_dir, settings or {})
-            if config.resume:
-                _restore(run)
-            with _StopFlag() as stop:
-                stop.last_saved = states.latest_state(out_dir)
-                result = _loop(run, evaluator, on_step, stop)
-                _finish(run, result, evaluator)
-            return result
-        finally:
-            if config.mixed_precision:
-                keras.mixed_precision.set_global_policy("float32")
+            keras.mixed_precision.set_global_policy("float32")
 
 
 def check_out_dir(config: TrainConfig) -> None:
     """One line, before any work, if ``config.out_dir`` cannot take this run: a file,
     a folder that is not a training output of ours, or another run without
     ``resume``/``overwrite``. (:func:`train` checks again under the folder's lock.)"""
-    if not config.out_dir:
-        return  # TrainConfig.validate says so
+    if not config.out_dir or not distribute.role().chief:
+        return  # TrainConfig.validate says so; a worker other than the chief never touches out_dir
     out_dir = Path(config.out_dir)
     outputs.recover(out_dir)
     outputs.check_folder_target(out_dir, ("training",), "training run")
@@ -256,15 +277,19 @@ def _claim(out_dir: Path, config: TrainConfig) -> None:
         for name in ("run.json", *checkpoints.CKPT_FILES):
             if name in ours and (out_dir / name).exists():
                 (out_dir / name).unlink()
+        if LOG_DIR in ours and (out_dir / LOG_DIR).is_dir():
+            shutil.rmtree(out_dir / LOG_DIR)  # the earlier run's curves would mix with this one's
         print(f"note: --overwrite: cleared the earlier run in {out_dir}", file=sys.stderr)
     if outputs.read_manifest(out_dir) is None:
         _, ours = outputs.ownership(out_dir)
-        outputs.write_manifest(out_dir, "training", {"run.json", STATE_DIR, outputs.LOCK_NAME} | ours)
+        log_dir = config.log_dir()
+        logs = {LOG_DIR} if log_dir and Path(log_dir).resolve() == (out_dir / LOG_DIR).resolve() else set()
+        outputs.write_manifest(out_dir, "training", {"run.json", STATE_DIR, outputs.LOCK_NAME} | logs | ours)
 
 
-def _build(objective, batches, config: TrainConfig, out_dir: Path, settings: dict) -> _Run:
+def _build(objective, batches, config: TrainConfig, out_dir: Path, settings: dict, strategy: tf.distribute.Strategy,
+           role: distribute.Role, log: summaries.ScalarLog) -> _Run:
     """Models and optimizer inside the strategy's scope, and the compiled training step."""
-    strategy = make_strategy(config.devices)
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
         objective.prepare(jit_compile=config.jit_compile, replicas=replicas, batch_size=getattr(batches, "batch_size", None))
@@ -293,13 +318,16 @@ def _build(objective, batches, config: TrainConfig, out_dir: Path, settings: dic
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
         return {"loss": loss, **metrics}
 
+    def worker_step(batch, stop):  # multi-worker: every worker learns whether any of them must stop
+        return {**replica_step(batch), "stop": distribute.any_replica(stop)}
+
     @tf.function(jit_compile=config.jit_compile, reduce_retracing=True)
-    def train_step(batch):
-        results = strategy.run(replica_step, args=(batch,))
+    def train_step(batch, stop=None):
+        results = strategy.run(replica_step, args=(batch,)) if stop is None else strategy.run(worker_step, args=(batch, stop))
         step_var.assign_add(1)
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in results.items()}
 
-    return _Run(objective, batches, config, out_dir, strategy, train_step, step_var, checkpoint, settings)
+    return _Run(objective, batches, config, out_dir, strategy, train_step, step_var, checkpoint, settings, role, log)
 
 
 # Settings a state is bound to: a different value makes a different model (never overridable).
@@ -347,8 +375,23 @@ def _restore(run: _Run) -> None:
     """Continue from the latest readable training state of ``out_dir``: weights, optimizer, sampler, history.
 
     A damaged state (unreadable state.json or weights) is renamed ``step-N.damaged``
-    with a warning and the previous kept state is used instead.
+    with a warning and the previous kept state is used instead. Multi-worker, the
+    chief alone reads the state and the other workers receive it from the chief
+    (they need no access to ``out_dir``).
     """
+    if run.role.chief:
+        _read_state(run)
+    if not run.role.multi_worker:
+        return
+    variables = list({id(v): v for v in tf.train.TrackableView(run.checkpoint).descendants()
+                      if isinstance(v, tf.Variable)}.values())
+    distribute.broadcast_from_chief(run.strategy, variables)
+    if not run.role.chief:  # batch k is a function of (seed, k): the step is the sampler's whole state
+        run.batches.advance(int(run.step_var.numpy()) - run.batches.position)
+
+
+def _read_state(run: _Run) -> None:
+    """The chief's part of :func:`_restore`."""
     candidates = states.list_states(run.out_dir)[::-1]
     if not candidates:
         raise RoformerSimError(f"--resume: no training state in {run.out_dir / STATE_DIR}")
@@ -391,13 +434,15 @@ def _loop(run: _Run, evaluator, on_step, stop: _StopFlag) -> TrainResult:
     start = int(run.step_var.numpy())
     from tqdm.auto import tqdm
 
-    show = config.show_progress if config.show_progress is not None else True
+    show = (config.show_progress if config.show_progress is not None else True) and run.role.chief
     bar = tqdm(total=config.steps, initial=start, desc=run.objective.name, disable=not show, dynamic_ncols=True)
     interrupted = False
     losses: dict[str, float] = {}
     t0, waited = time.perf_counter(), 0.0
     step = start
-    stepper = run.steps()
+    schedule = WarmupConstant(config.learning_rate, config.warmup_steps)
+    logged = (start, t0)  # step and time of the last log line: steps/s of the interval
+    stepper = run.steps(stop)
     # The caller holds the signal handlers (_StopFlag) until the run is finished.
     while step < config.steps:
         values, wait = next(stepper)
@@ -405,24 +450,32 @@ def _loop(run: _Run, evaluator, on_step, stop: _StopFlag) -> TrainResult:
         run.batches.advance(1)
         step += 1
         losses = {k: float(v.numpy()) for k, v in values.items()}
+        stop_any = losses.pop("stop", 0.0) > 0  # multi-worker: a worker got a stop signal
         if not all(math.isfinite(v) for v in losses.values()):
             raise RoformerSimError(f"loss became non-finite at step {step}: {losses}")
         bar.update(1)
         if config.log_every and (step % config.log_every == 0 or step == config.steps):
             bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
             history["losses"].append({"step": step, **losses})
+            now = time.perf_counter()
+            rate = (step - logged[0]) / (now - logged[1]) if now > logged[1] else 0.0
+            logged = (step, now)
+            # The learning rate of this step: the schedule is called with the optimizer's iterations (step - 1).
+            run.log.scalars(step, {**losses, "learning_rate": float(schedule(step - 1)), "steps_per_second": rate},
+                            "train")
         if on_step is not None:
             on_step(step, losses)
         if evaluator is not None and config.eval_every and step % config.eval_every == 0:
             _evaluate(run, evaluator, step, bar)
-        if stop.signal is not None:
+        if stop.signal is not None or stop_any:
             interrupted = True
             break
         if config.save_every and step % config.save_every == 0 and step < config.steps:
             stop.last_saved = run.save(step)
     if interrupted:  # still inside the handlers: a second signal waits for this save
         path = stop.last_saved = run.save(step)
-        bar.write(f"interrupted at step {step}: state saved to {path}; continue with --resume")
+        if run.role.chief:
+            bar.write(f"interrupted at step {step}: state saved to {path}; continue with --resume")
     bar.close()
     elapsed = time.perf_counter() - t0
     return TrainResult(
@@ -443,21 +496,31 @@ def _finish(run: _Run, result: TrainResult, evaluator) -> None:
         if evaluator is not None and (not history["evaluations"] or history["evaluations"][-1]["step"] != result.step):
             _evaluate(run, evaluator, result.step, None)
             result.best = history["best"]
-        if evaluator is None or history["best"] is None:
+        if (evaluator is None or history["best"] is None) and run.role.chief:
             run.objective.save(run.out_dir)
-        run.save(result.step)
-    record = {"settings": run.settings, "config": asdict(run.config), "result": asdict(result), "losses": history["losses"]}
-    write_text_atomic(run.out_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
+        run.save(result.step)  # every worker: saving may take collectives (the others save into scratch)
+    if run.role.chief:
+        record = {"settings": run.settings, "config": asdict(run.config), "result": asdict(result),
+                  "losses": history["losses"]}
+        write_text_atomic(run.out_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def _evaluate(run: _Run, evaluator, step: int, bar) -> None:
-    """Evaluate the current model; save it to ``out_dir`` when it is the best so far."""
+    """Evaluate the current model; save it to ``out_dir`` when it is the best so far.
+
+    Every worker evaluates (so none waits in a collective for the chief); the chief alone saves and logs.
+    """
     result = evaluator(run.objective.model)
     metric = float(result.primary_metric)
-    run.history["evaluations"].append({"step": step, "metric": metric, **result.as_dict()})
+    record = result.as_dict()
+    run.history["evaluations"].append({"step": step, "metric": metric, **record})
+    run.log.scalars(step, summaries.evaluation_scalars(metric, record), "eval")
     best = run.history["best"]
     if math.isfinite(metric) and (best is None or metric > best["metric"]):
         run.history["best"] = {"step": step, "metric": metric}
-        run.objective.save(run.out_dir)
+        if run.role.chief:
+            run.objective.save(run.out_dir)
+    if not run.role.chief:
+        return
     line = f"step {step}: eval {metric:.2f} (best {run.history['best']['metric'] if run.history['best'] else float('nan'):.2f})"
     (bar.write if bar is not None else print)(line)

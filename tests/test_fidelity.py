@@ -81,3 +81,46 @@ def test_attention_dropout_flag_reaches_the_attention_layers(command, tiny_check
     hidden = {k: v for k, v in rates.items() if k not in attention}
     assert attention and set(attention.values()) == {0.3}
     assert hidden and set(hidden.values()) == {0.15}
+
+
+def test_overlapping_files_by_path_and_by_content(tmp_path):
+    a, b, c = tmp_path / "a.data", tmp_path / "b.data", tmp_path / "c.data"
+    a.write_text("x\ty\t1\n", encoding="utf-8")
+    b.write_text("x\ty\t1\n", encoding="utf-8")  # the same content under another name
+    c.write_text("x\ty\t0\n", encoding="utf-8")  # same size, other content
+    assert readers.overlapping_files([a], [a]) == [(a, a)]
+    assert readers.overlapping_files([a, c], [b]) == [(a, b)]
+    assert readers.overlapping_files([c], [a, b]) == []
+
+
+def test_selecting_on_a_training_file_is_refused(tiny_checkpoint, tmp_path, capsys):
+    """The model must not be selected on files it trained on: one line before any training."""
+    from roformer_sim_ft.cli import main
+
+    sample = str(readers.sample_data_dir())
+    base = ["train", "--checkpoint", str(tiny_checkpoint), "--data", sample, "--eval-data", sample,
+            "--eval-every", "1", "--steps", "1", "--batch-size", "8", "--no-progress"]
+    assert main(base + ["--splits", "train,valid", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "valid.data" in err and "--allow-eval-overlap" in err
+    assert not (tmp_path / "a" / "run.json").exists()
+    # a copy of a training file under another folder is the same file too
+    copy = tmp_path / "copy"
+    (copy / "senteval_cn" / "ATEC").mkdir(parents=True)
+    train_file = readers.sample_data_dir() / "senteval_cn" / "ATEC" / "ATEC.train.data"
+    (copy / "senteval_cn" / "ATEC" / "ATEC.valid.data").write_bytes(train_file.read_bytes())
+    assert main(base[:5] + ["--eval-data", str(copy)] + base[7:] + ["--out", str(tmp_path / "b")]) == 2
+    assert "content of training file" in capsys.readouterr().err
+    # the default splits (train) select on valid without overlap
+    assert main(base + ["--out", str(tmp_path / "c")]) == 0
+    run = json.loads((tmp_path / "c" / "run.json").read_text(encoding="utf-8"))
+    assert run["result"]["evaluations"] and run["settings"]["splits"] == ["train"]
+
+
+def test_pipeline_refuses_to_report_on_training_files_before_training(tiny_checkpoint, tmp_path):
+    from roformer_sim_ft.errors import RoformerSimError
+    from roformer_sim_ft.pipeline import run_pipeline
+
+    with pytest.raises(RoformerSimError, match="allow-eval-overlap"):
+        run_pipeline(tiny_checkpoint, readers.sample_data_dir(), tmp_path / "p", eval_split="train")
+    assert not (tmp_path / "p" / "supervised").exists()

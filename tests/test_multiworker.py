@@ -1,0 +1,232 @@
+"""Multi-worker training: two worker processes on this machine (loopback, one CPU each) against one process.
+
+The workers find each other through ``TF_CONFIG`` on free loopback ports; the
+tests skip, naming why, where a loopback socket cannot be bound.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from roformer_sim_ft import batches as B
+from roformer_sim_ft import checkpoints, readers, states, training
+from roformer_sim_ft.distribute import Role, role
+from roformer_sim_ft.errors import RoformerSimError
+from roformer_sim_ft.objectives import DistillObjective, Stage1Objective, SupervisedObjective
+
+pytestmark = pytest.mark.sockets
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 3
+# Losses of a step on two workers vs one process, same global batch and weights (dropout off):
+# the same float32 math summed in another order (rows split, gradients all-reduced); measured
+# at most 5e-7 relative over 3 steps of each stage.
+TOLERANCE = 1e-5
+
+# One worker: trains the supervised stage, distillation and stage 1 (pretrain) for STEPS steps each, printing each step's losses as JSON; or, with "die_at", exits hard at that step.
+WORKER = """
+import json, os, sys
+import roformer_sim_ft
+from roformer_sim_ft import batches as B, readers, training
+from roformer_sim_ft.model import make_tokenizer
+from roformer_sim_ft import checkpoints
+from roformer_sim_ft.objectives import DistillObjective, Stage1Objective, SupervisedObjective
+from roformer_sim_ft.errors import RoformerSimError
+job = json.loads(sys.argv[1])
+tok = make_tokenizer(checkpoints.builtin_vocab())
+stages = []
+def record(name):
+    losses = []
+    stages.append((name, losses))
+    def on_step(step, values):
+        losses.append(values)
+        if job.get("die_at") == step and job["die"]:
+            os._exit(7)
+    return on_step
+config = training.TrainConfig(out_dir=job["out"] + "/sup", steps=job["steps"], learning_rate=1e-3, log_every=1,
+                              save_every=2, show_progress=False, resume=job["resume"], collective_timeout=60)
+data = readers.load_supervised_data(readers.sample_data_dir())
+try:
+    training.train(SupervisedObjective(job["ckpt"], dropout_rate=0.0, attention_dropout_rate=0.0),
+                   B.SupervisedBatches.from_data(data, tok, batch_size=8, seed=3, pad_to=64), config,
+                   on_step=record("supervised"))
+    if job["distill"]:
+        groups = readers.load_distill_pairs([readers.sample_data_dir() / "synonyms" / "sample.jsonl"]).groups
+        config.out_dir, config.resume = job["out"] + "/dis", False
+        training.train(DistillObjective(job["teacher"], job["ckpt"], dropout_rate=0.0, attention_dropout_rate=0.0),
+                       B.DistillBatches(groups, tok, batch_size=8, seed=3, pad_to=128), config,
+                       on_step=record("distill"))
+        config.out_dir = job["out"] + "/pre"
+        training.train(Stage1Objective(job["ckpt"], dropout_rate=0.0, attention_dropout_rate=0.0),
+                       B.Stage1Batches(groups, tok, batch_size=8, seed=3, pad_to=128), config,
+                       on_step=record("pretrain"))
+except RoformerSimError as e:
+    print("ERROR", e, flush=True)
+    sys.exit(2)
+print("LOSSES", json.dumps(dict(stages)), flush=True)
+"""
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    except OSError as e:
+        pytest.skip(f"cannot bind a loopback TCP socket here ({e}): multi-worker tests need sockets")
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _start_job(job: dict, die: int | None = None) -> list[subprocess.Popen]:
+    """Two worker processes, one CPU device each; worker ``die`` (if any) exits at ``job['die_at']``."""
+    addresses = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": addresses},
+                                                      "task": {"type": "worker", "index": index}}),
+               "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
+        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, json.dumps({**job, "die": index == die})],
+                                      env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def _finish(procs: list[subprocess.Popen], timeout: float) -> list[tuple[int, str, str]]:
+    out = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=timeout)
+            out.append((p.returncode, stdout, stderr))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return out
+
+
+def _losses(stdout: str) -> dict:
+    line = [x for x in stdout.splitlines() if x.startswith("LOSSES ")]
+    assert line, stdout[-2000:]
+    return json.loads(line[-1][len("LOSSES "):])
+
+
+def _single_process(objective, stream, out: Path, steps: int) -> list[dict]:
+    losses = []
+    config = training.TrainConfig(out_dir=str(out), steps=steps, learning_rate=1e-3, log_every=1, save_every=0,
+                                  show_progress=False)
+    training.train(objective, stream, config, on_step=lambda step, values: losses.append(values))
+    return losses
+
+
+@pytest.fixture(scope="module")
+def two_worker_job(tiny_checkpoint, spread_checkpoint, tmp_path_factory):
+    """A finished two-worker job (supervised, distillation, stage 1; STEPS steps each): its outputs and losses."""
+    out = tmp_path_factory.mktemp("multiworker") / "job"
+    job = {"ckpt": str(tiny_checkpoint), "teacher": str(spread_checkpoint), "out": str(out), "steps": STEPS,
+           "resume": False, "distill": True}
+    start = time.perf_counter()
+    results = _finish(_start_job(job), timeout=240)
+    for code, stdout, stderr in results:
+        assert code == 0, (stdout + stderr)[-3000:]
+    return job, [_losses(stdout) for _, stdout, _ in results], time.perf_counter() - start
+
+
+def _supervised(tiny_checkpoint, tokenizer):
+    data = readers.load_supervised_data(readers.sample_data_dir())
+    return (SupervisedObjective(tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0),
+            B.SupervisedBatches.from_data(data, tokenizer, batch_size=8, seed=3, pad_to=64))
+
+
+def test_two_workers_give_the_losses_of_one_process(two_worker_job, tiny_checkpoint, spread_checkpoint, tokenizer,
+                                                     tmp_path):
+    """Two workers, global batch 8 (4 rows each): the losses of the first steps of every stage
+    (supervised; distillation and stage 1, whose similarity terms compare rows across workers) equal one process's on the same 8 rows within TOLERANCE; the chief alone writes the
+    outputs (model, run.json, states, TensorBoard logs), which load."""
+    job, (chief, worker), took = two_worker_job
+    assert chief == worker  # every worker sees the global (all-reduced) losses
+    groups = readers.load_distill_pairs([readers.sample_data_dir() / "synonyms" / "sample.jsonl"]).groups
+    single = {
+        "supervised": _single_process(*_supervised(tiny_checkpoint, tokenizer), tmp_path / "sup", STEPS),
+        "distill": _single_process(DistillObjective(spread_checkpoint, tiny_checkpoint, dropout_rate=0.0,
+                                                    attention_dropout_rate=0.0),
+                                   B.DistillBatches(groups, tokenizer, batch_size=8, seed=3, pad_to=128),
+                                   tmp_path / "dis", STEPS),
+        "pretrain": _single_process(Stage1Objective(tiny_checkpoint, dropout_rate=0.0, attention_dropout_rate=0.0),
+                                    B.Stage1Batches(groups, tokenizer, batch_size=8, seed=3, pad_to=128),
+                                    tmp_path / "pre", STEPS),
+    }
+    gaps = {}
+    for stage in ("supervised", "distill", "pretrain"):
+        assert len(chief[stage]) == STEPS
+        for two, one in zip(chief[stage], single[stage]):
+            assert two.keys() == one.keys()
+            for term in one:
+                gaps[(stage, term)] = max(gaps.get((stage, term), 0.0), abs(two[term] - one[term]) / abs(one[term]))
+                assert two[term] == pytest.approx(one[term], rel=TOLERANCE), (stage, term, two, one)
+    print(f"\ntwo workers vs one process, largest relative gap over {STEPS} steps:",
+          ", ".join(f"{s}/{t} {g:.1e}" for (s, t), g in gaps.items()), f"(two-worker job {took:.1f}s)")
+    print("two workers:", json.dumps(chief), "\none process:", json.dumps(single))
+
+    out = Path(job["out"])
+    for stage in ("sup", "dis", "pre"):
+        folder = out / stage
+        assert (folder / "run.json").exists() and (folder / "logs").is_dir()
+        assert [states.step_of(p) for p in states.list_states(folder)] == [STEPS - 1, STEPS]
+        checkpoints.load_checkpoint(folder)
+    assert sorted(p.name for p in out.iterdir()) == ["dis", "pre", "sup"]  # the other worker wrote nothing beside
+
+
+def test_a_restarted_job_resumes_from_the_chiefs_state(two_worker_job, tiny_checkpoint, tokenizer, tmp_path):
+    """The whole job restarted with --resume (supervised stage, one more step): it continues from the
+    chief's state, and its step equals the same step of an uninterrupted single process."""
+    job, _, _ = two_worker_job
+    results = _finish(_start_job({**job, "steps": STEPS + 1, "resume": True, "distill": False}), timeout=240)
+    for code, stdout, stderr in results:
+        assert code == 0, (stdout + stderr)[-3000:]
+    resumed = [_losses(stdout)["supervised"] for _, stdout, _ in results]
+    assert len(resumed[0]) == 1 and resumed[0] == resumed[1]
+    assert states.step_of(states.latest_state(Path(job["out"]) / "sup")) == STEPS + 1
+    longer = _single_process(*_supervised(tiny_checkpoint, tokenizer), tmp_path / "long", STEPS + 1)
+    assert resumed[0][0]["loss"] == pytest.approx(longer[-1]["loss"], rel=TOLERANCE)
+
+
+def test_a_dead_worker_stops_the_other_with_a_message(tiny_checkpoint, spread_checkpoint, tmp_path):
+    """Worker 1 exits hard at step 2: the chief stops with one line (exit 2) within seconds, not a hang."""
+    job = {"ckpt": str(tiny_checkpoint), "teacher": str(spread_checkpoint), "out": str(tmp_path / "job"),
+           "steps": 50, "resume": False, "distill": False, "die_at": 2}
+    start = time.perf_counter()
+    (chief_code, chief_out, chief_err), (worker_code, _, _) = _finish(_start_job(job, die=1), timeout=120)
+    took = time.perf_counter() - start
+    assert worker_code == 7
+    assert chief_code == 2, (chief_out + chief_err)[-3000:]
+    assert "ERROR multi-worker training stopped on worker:0: another worker died" in chief_out, chief_out[-2000:]
+    assert took < 120
+
+
+def test_role_from_tf_config():
+    assert role({}) == Role()
+    spec = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    assert role({"TF_CONFIG": json.dumps(spec)}) == Role(workers=2, task="worker:1", chief=False)
+    spec = {"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}
+    assert role({"TF_CONFIG": json.dumps(spec)}) == Role(workers=2, task="worker:0", chief=False)
+    one = {"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}
+    assert not role({"TF_CONFIG": json.dumps(one)}).multi_worker
+    with pytest.raises(RoformerSimError, match="TF_CONFIG is not a cluster spec"):
+        role({"TF_CONFIG": "{not json"})
+    with pytest.raises(RoformerSimError, match="task types ps are not used here"):
+        role({"TF_CONFIG": json.dumps({"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": spec["task"]})})
+    with pytest.raises(RoformerSimError, match="task worker:3 is not in the cluster"):
+        role({"TF_CONFIG": json.dumps({**spec, "task": {"type": "worker", "index": 3}})})
