@@ -52,12 +52,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from roformer_sim_ft import compat  # noqa: E402,F401  (selects tf_keras before TensorFlow loads)
 import tensorflow as tf  # noqa: E402
 
 from roformer_sim_ft import checkpoints, evaluation, pipeline, readers as data, training  # noqa: E402
 from roformer_sim_ft.model import SimModel  # noqa: E402
+from run_log import Clock, eval_model, log  # noqa: E402
 
 # name -> (objective, features); the order is the report's
 SUPERVISED_RUNS = {
@@ -116,20 +118,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class Clock:
-    """Wall and process-CPU seconds since construction."""
-
-    def __init__(self) -> None:
-        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
-
-    def read(self) -> dict:
-        return {"wall_s": round(time.perf_counter() - self.wall0, 2), "cpu_s": round(time.process_time() - self.cpu0, 2)}
-
-
 @contextlib.contextmanager
 def step_marks():
     """Record (step, wall, cpu) after every training step of the stage functions.
@@ -175,14 +163,6 @@ def cpu_at_steps(marks) -> dict[int, float]:
     """CPU seconds of the loop from step ``marks[0]`` to each step."""
     c0 = marks[0][2]
     return {s: c - c0 for s, _, c in marks}
-
-
-def eval_model(evaluator: evaluation.SimilarityEvaluator, path: Path, name: str) -> dict:
-    clock = Clock()
-    model = SimModel.load(path)
-    result = evaluator(model, name=name)
-    log(f"eval {name}: avg {result.average:.2f} ({clock.read()['wall_s']} s)")
-    return {"eval": result.as_dict(), "eval_time": clock.read()}
 
 
 def eval_state(evaluator, init_dir: Path, state_dir: Path, name: str) -> dict:

@@ -44,11 +44,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from roformer_sim_ft import compat  # noqa: E402,F401  (selects tf_keras before TensorFlow loads)
 
 from roformer_sim_ft import checkpoints, evaluation, pipeline, states, training  # noqa: E402
 from roformer_sim_ft.model import SimModel  # noqa: E402
+from run_log import Clock, eval_model, log  # noqa: E402
 
 TASKS = evaluation.TASKS
 TRAIN_SPLITS = ("train",)
@@ -100,20 +102,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--eval-batch-size", type=int, default=128)
     g.add_argument("--eval-limit", type=int, default=0, help="SMOKE TESTS ONLY: first N valid rows per task")
     return p.parse_args(argv)
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class Clock:
-    """Wall and process-CPU seconds since construction."""
-
-    def __init__(self) -> None:
-        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
-
-    def read(self) -> dict:
-        return {"wall_s": round(time.perf_counter() - self.wall0, 2), "cpu_s": round(time.process_time() - self.cpu0, 2)}
 
 
 class CurveEvaluator:
@@ -226,13 +214,6 @@ def run_stage(name: str, start: Path, out: Path, args, data_dir: Path, curve: Cu
     log(f"{name}: step {result.step}{' (interrupted)' if result.interrupted else ''}, "
         f"{spent['wall_s']} s wall / {spent['cpu_s']} s CPU this invocation, last losses {result.losses}")
     return timing
-
-
-def eval_model(evaluator, path: Path, name: str) -> dict:
-    clock = Clock()
-    result = evaluator(SimModel.load(path), name=name)
-    log(f"eval {name}: avg {result.average:.2f} ({clock.read()['wall_s']} s)")
-    return {"eval": result.as_dict(), "eval_time": clock.read()}
 
 
 def subsample(rows: dict, n: int, seed: int = 0) -> dict:
