@@ -26,8 +26,13 @@ demo: $(STAMP)
 	$(PY) -m roformer_sim_ft.demo
 
 # -rs: a green run that skipped tests says which and why (only real-data tests may skip: ../shared absent).
+# -n logical: one pytest process per logical core (at most TEST_WORKERS_MAX: each holds its own TensorFlow);
+# --dist loadscope keeps a module's tests, and its module fixtures, in one process.
+# `make test TEST_WORKERS=0` runs them in this process, one after another.
+TEST_WORKERS ?= logical
+TEST_WORKERS_MAX ?= 4
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q -rs tests
+	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --maxprocesses $(TEST_WORKERS_MAX) --dist loadscope tests
 
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info

@@ -311,11 +311,15 @@ try:
                                         show_progress=False))
 except RoformerSimError as e:
     report["refused"] = str(e)
+report["replicas"] = training.make_strategy(2).num_replicas_in_sync
 print("REPORT", json.dumps(report))
 """
 
 
 def test_two_replicas_give_the_single_device_loss_and_gradients(tiny_checkpoint, spread_checkpoint, tmp_path):
+    """MirroredStrategy on two logical CPUs: one step of each stage (supervised, distillation,
+    stage 1) gives one device's losses and gradients, its checkpoint loads, and a batch that
+    splits a pair over the replicas is refused."""
     proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE, str(tiny_checkpoint), str(spread_checkpoint),
                            str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -328,6 +332,7 @@ def test_two_replicas_give_the_single_device_loss_and_gradients(tiny_checkpoint,
             assert two[name] == pytest.approx(one[name], abs=1e-5), (stage, name, one[name], two[name])
         assert report[stage]["grad_max"] > 1e-3  # the step moved the weights
         assert report[stage]["grad_diff"] < 1e-5, (stage, report[stage])
+    assert report["replicas"] == 2
     assert report["refused"] == ("a batch of 6 rows on 2 replicas: each replica must hold whole pairs "
                                  "(an even number of rows); use a batch size that is a multiple of 4")
 

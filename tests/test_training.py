@@ -4,9 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -228,31 +225,6 @@ def test_student_pooled_vector_from_unilm_pass_is_the_source_encoding(tiny_model
     segments = np.array([[0] * len(source) + [1] * len(target)])
     pooled, _ = tiny_model.model.predict([tokens, segments], verbose=0)
     np.testing.assert_allclose(pooled[0], tiny_model.encode("今天天气不错", normalize=False), atol=1e-5)
-
-
-def test_mirrored_strategy_on_two_logical_cpus(tiny_checkpoint, tmp_path):
-    script = textwrap.dedent(
-        f"""
-        import roformer_sim_ft, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from roformer_sim_ft import batches as B, readers, training
-        from roformer_sim_ft.model import SimModel
-        from roformer_sim_ft.objectives import SupervisedObjective
-        ck = {str(tiny_checkpoint)!r}
-        sample = readers.load_supervised_data(readers.sample_data_dir())
-        batches = B.SupervisedBatches.from_data(sample, SimModel.load(ck).tokenizer, batch_size=16)
-        config = training.TrainConfig(out_dir={str(tmp_path / "m")!r}, steps=3, learning_rate=1e-3, devices=2, show_progress=False)
-        result = training.train(SupervisedObjective(ck), batches, config)
-        print("REPLICAS", training.make_strategy(2).num_replicas_in_sync, "LOSS", result.losses["loss"])
-        """
-    )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    words = proc.stdout.split()
-    assert words[words.index("REPLICAS") + 1] == "2"
-    assert np.isfinite(float(words[words.index("LOSS") + 1]))
-    assert (tmp_path / "m/bert_model.ckpt.index").exists()
 
 
 # Relative tolerance of a mixed-precision loss against fp32 on the same batch and weights:
