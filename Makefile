@@ -13,7 +13,8 @@ $(STAMP): requirements.txt setup.py pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	# bert4keras pins keras<=2.3.1 (obsolete); it runs on tf_keras, so skip its deps.
 	$(PY) -m pip install -q --no-deps bert4keras==0.11.5
-	$(PY) -m pip install -q --no-deps -e .
+	# PYTHONWARNINGS: setuptools prints a boxed notice on every editable install; it is advice, not a fault.
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP) requirements-test.txt
