@@ -156,7 +156,7 @@ def _add_loop_args(p: argparse.ArgumentParser, stage: type[StageSettings]) -> No
     g.add_argument("--devices", type=int, help="MirroredStrategy over N devices (default: all GPUs, else one device); "
                    "with a TF_CONFIG of several workers, MultiWorkerMirroredStrategy instead (docs/SCALING.md)")
     g.add_argument("--collective-timeout", type=float, default=loop("collective_timeout"), metavar="SECONDS",
-                   help="multi-worker: stop with an error when a collective waits longer for the other workers "
+                   help="multi-worker: stop with an error when start-up or a collective waits longer for the other workers "
                    f"(default {loop('collective_timeout'):g})")
     g.add_argument("--tensorboard", metavar="DIR", default=loop("tensorboard_dir"),
                    help=f"TensorBoard event files: loss terms, learning rate, steps/s, evaluations "

@@ -2,8 +2,8 @@
 
 :func:`make_strategy` picks TensorFlow's own engine: with a ``TF_CONFIG``
 naming more than one task, ``tf.distribute.MultiWorkerMirroredStrategy``
-(collectives with a timeout, so a dead or stuck worker stops the job with an
-error instead of a hang); otherwise ``MirroredStrategy`` over the local
+(start-up and collectives with a timeout, so a missing, dead or stuck worker
+stops the job with an error instead of a hang); otherwise ``MirroredStrategy`` over the local
 devices, or the default strategy for one. :func:`distributed_batches` gives
 every replica its rows of each global batch: replica ``r`` of ``R`` takes rows
 ``[r * B/R, (r + 1) * B/R)`` of batch ``k`` (each worker computes batch ``k``
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -86,7 +87,8 @@ def make_strategy(devices: Optional[int] = None, timeout: Optional[float] = None
     Local: MirroredStrategy over ``devices`` devices (GPUs if any, else logical
     CPUs); the default strategy for one; ``None``: every visible GPU, or one
     device. Multi-worker: every worker uses its visible GPUs (or its CPU);
-    collectives (NCCL on GPUs, ring on CPUs) give up after ``timeout`` seconds.
+    the wait for the other workers at start-up and collectives (NCCL on GPUs,
+    ring on CPUs) give up after ``timeout`` seconds.
     """
     if role(env).multi_worker:
         if devices is not None and devices > 1:
@@ -120,6 +122,7 @@ def _multi_worker(timeout: Optional[float]) -> tf.distribute.Strategy:
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=kinds.NCCL if gpus else kinds.RING, timeout_seconds=timeout or None)
     try:
+        _join_within(timeout)
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     except RuntimeError as e:
         if "at program startup" not in str(e):
@@ -127,8 +130,51 @@ def _multi_worker(timeout: Optional[float]) -> tf.distribute.Strategy:
         raise RoformerSimError(
             f"multi-worker training ({ENV}) must set up TensorFlow's collectives before any other TensorFlow "
             "work in the process: call roformer_sim_ft.distribute.make_strategy() first") from None
+    except COLLECTIVE_ERRORS as e:
+        raise RoformerSimError(_not_joined(e, timeout)) from None
     _MULTI_WORKER["strategy"] = strategy
     return strategy
+
+
+def _join_within(timeout: Optional[float]) -> None:
+    """Make the start-up wait for the other workers end after ``timeout`` seconds.
+
+    TensorFlow's own coordination set-up (what the strategy would configure)
+    with two changes: a register timeout, and the register barrier, without
+    which the leader (the chief, else worker 0) waits for a missing worker for
+    ever. Left alone when the process configured coordination itself.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.distribute.cluster_resolver import TFConfigClusterResolver
+    from tensorflow.python.eager import context
+
+    if context.context().coordination_service is not None:
+        return
+    cluster = TFConfigClusterResolver().cluster_spec()
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster.num_tasks(job))
+            for job in ("chief", "worker") if job in cluster.jobs]
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=multi_worker_util.coordination_leader(cluster),
+        coordinated_jobs=jobs, cluster_register_timeout_in_ms=int(1000 * (timeout or 0)))
+    if timeout:
+        context.context().coordination_service.cluster_register_with_barrier = True
+
+
+def _not_joined(error: Exception, timeout: Optional[float]) -> str:
+    """One line for a start-up that gave up waiting for the other workers."""
+    me = role()
+    text = str(error)
+    missing = sorted({f"{kind}:{index}" for kind, index in
+                      re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", text.split("timed out task names", 1)[-1])}
+                     - {me.task}) if "timed out task names" in text else []
+    waited = f"within {timeout:g} s" if timeout else "in time"
+    if missing:
+        what = f"{', '.join(missing)} did not join {waited}"
+    else:
+        what = f"could not reach the chief {waited}"
+    return (f"multi-worker start-up stopped on {me.task}: {what}; start every worker of {ENV}'s cluster, "
+            "check its host:port addresses, or raise --collective-timeout")
 
 
 def distributed_batches(strategy: tf.distribute.Strategy, batches):

@@ -68,7 +68,7 @@ class TrainConfig:
     show_progress: Optional[bool] = None
     tensorboard: bool = True  # TensorBoard scalars (roformer_sim_ft.summaries), written by the chief alone
     tensorboard_dir: Optional[str] = None  # None: OUT/logs (LOG_DIR)
-    collective_timeout: float = 600.0  # multi-worker: seconds a collective waits for the other workers
+    collective_timeout: float = 600.0  # multi-worker: seconds start-up or a collective waits for the other workers
 
     def log_dir(self) -> Optional[str]:
         """Where TensorBoard event files go, or None when off."""

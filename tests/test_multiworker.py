@@ -52,7 +52,8 @@ def record(name):
             os._exit(7)
     return on_step
 config = training.TrainConfig(out_dir=job["out"] + "/sup", steps=job["steps"], learning_rate=1e-3, log_every=1,
-                              save_every=2, show_progress=False, resume=job["resume"], collective_timeout=60)
+                              save_every=2, show_progress=False, resume=job["resume"],
+                              collective_timeout=job.get("timeout", 60))
 data = readers.load_supervised_data(readers.sample_data_dir())
 try:
     training.train(SupervisedObjective(job["ckpt"], dropout_rate=0.0, attention_dropout_rate=0.0),
@@ -90,11 +91,12 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _start_job(job: dict, die: int | None = None) -> list[subprocess.Popen]:
-    """Two worker processes, one CPU device each; worker ``die`` (if any) exits at ``job['die_at']``."""
+def _start_job(job: dict, die: int | None = None, start: tuple[int, ...] = (0, 1)) -> list[subprocess.Popen]:
+    """A cluster of two workers, one CPU device each, of which those in ``start`` are started;
+    worker ``die`` (if any) exits at ``job['die_at']``."""
     addresses = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []
-    for index in range(2):
+    for index in start:
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": addresses},
                                                       "task": {"type": "worker", "index": index}}),
                "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
@@ -213,6 +215,27 @@ def test_a_dead_worker_stops_the_other_with_a_message(tiny_checkpoint, spread_ch
     assert worker_code == 7
     assert chief_code == 2, (chief_out + chief_err)[-3000:]
     assert "ERROR multi-worker training stopped on worker:0: another worker died" in chief_out, chief_out[-2000:]
+    assert took < 120
+
+
+def test_a_worker_alone_stops_at_start_up_with_a_message(tiny_checkpoint, tmp_path):
+    """A cluster of two of which one worker never starts: the chief (which leads TensorFlow's
+    coordination) and, in another job, the other worker each stop with one line and exit 2
+    once the timeout has passed, instead of waiting for ever."""
+    job = {"ckpt": str(tiny_checkpoint), "out": "", "steps": 2, "resume": False, "distill": False, "timeout": 5}
+    start = time.perf_counter()
+    alone = [_start_job({**job, "out": str(tmp_path / f"job{i}")}, start=(i,))[0] for i in (0, 1)]
+    (chief_code, chief_out, chief_err), (worker_code, worker_out, worker_err) = _finish(alone, timeout=120)
+    took = time.perf_counter() - start
+    assert chief_code == 2, (chief_out + chief_err)[-3000:]
+    assert ("ERROR multi-worker start-up stopped on worker:0: worker:1 did not join within 5 s; start every worker"
+            in chief_out), chief_out[-2000:]
+    assert worker_code == 2, (worker_out + worker_err)[-3000:]
+    assert "ERROR multi-worker start-up stopped on worker:1: could not reach the chief within 5 s" in worker_out, \
+        worker_out[-2000:]
+    claimed = tmp_path / "job0" / "sup"  # the chief's folder: claimed (manifest) but no model and no state,
+    assert states.latest_state(claimed) is None and not (claimed / "bert_model.ckpt.index").exists()
+    assert not (tmp_path / "job1").exists()  # so the same command starts afresh; the other worker wrote nothing
     assert took < 120
 
 
