@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from .errors import RoformerSimError
 from .readers import DEFAULT_TASKS
 from .settings import (
-    EXPORT_FORMATS, LOG_DIR, PRECISIONS, VERBOSE_ENV, DistillSettings, Stage1Settings, StageSettings,
+    EXPORT_FORMATS, GENERATE_TOP_P, LOG_DIR, PRECISIONS, VERBOSE_ENV, DistillSettings, Stage1Settings, StageSettings,
     SupervisedSettings, TrainConfig, parse_weights,
 )
 
@@ -370,7 +370,7 @@ def _run_pipeline(args: argparse.Namespace) -> None:
 def _args_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a UniLM RoFormer-Sim(-FT) checkpoint")
     p.add_argument("text")
-    p.add_argument("-n", type=int, default=100, help="samples drawn (top-p 0.95)")
+    p.add_argument("-n", type=int, default=100, help=f"samples drawn (top-p {GENERATE_TOP_P})")
     p.add_argument("-k", type=int, default=20, help="most similar kept, reranked by the encoder")
     p.add_argument("--seed", type=int, help="repeat a run exactly")
 

@@ -13,16 +13,14 @@ raises :class:`RoformerSimError` with the largest difference found.
 - ``h5``: Keras HDF5 weights of the bert4keras model plus ``bert_config.json``
   and ``vocab.txt``; checked by building a plain bert4keras model from that
   config and loading the file by topology.
-- ``savedmodel``: a TF SavedModel whose ``encode`` signature maps token and
-  segment ids to L2-normalised vectors and whose ``similarity`` signature gives
-  the row-wise cosine of two batches. With ``tensorflow_text`` installed it
-  also takes raw strings: ``encode_text`` (``text`` → ``vectors``, as
-  ``SimModel.encode``), ``similarity_text`` (``text_a``, ``text_b`` →
-  ``similarity``) and ``tokenize_text`` (``text`` → ``token_ids``,
-  ``segment_ids``), tokenising in the graph as bert4keras does
-  (:mod:`.graph_tokenizer`); without it those are skipped and ``checked`` says
-  why. Checked by ``tf.saved_model.load``: ids signatures against the model,
-  string signatures against ``SimModel.encode`` and its tokenizer's ids.
+- ``savedmodel``: a TF SavedModel (:mod:`.serving`): ``encode`` maps token and
+  segment ids to L2-normalised vectors, ``similarity`` gives the row-wise cosine
+  of two batches; with ``tensorflow_text`` installed also raw strings:
+  ``tokenize_text``, ``encode_text``, ``similarity_text`` and ``generate_text``
+  (sampled similar sentences); without it those are skipped and ``checked``
+  says why. Checked by ``tf.saved_model.load``: ids signatures against the
+  model, string signatures against ``SimModel.encode``, its tokenizer's ids
+  and ``generate``.
 - ``hf``: a transformers RoFormer folder (``config.json``, ``model.safetensors``
   written with numpy, ``vocab.txt``, ``tokenizer_config.json``) plus
   ``pooler.safetensors`` (the linear pooler, a Dense on [CLS] that
@@ -47,10 +45,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from . import compat  # noqa: F401  (must precede tensorflow)
-import tensorflow as tf
-
-from . import checkpoints, outputs
+from . import checkpoints, outputs, serving
 from .errors import RoformerSimError
 from .io import os_error
 from .forward import rotary_frequencies
@@ -114,7 +109,7 @@ def export_model(model: SimModel, out: str | os.PathLike, format: str = "ckpt") 
         return Exported(out, format, 0.0, "weights re-read bit-identical")
     writer, verifier = {
         "h5": (_write_h5, _verify_h5),
-        "savedmodel": (_write_savedmodel, _verify_savedmodel),
+        "savedmodel": (serving.write, _verify_savedmodel),
         "hf": (_write_hf, _verify_hf),
         "keras": (_write_keras, _verify_keras),
     }[format]
@@ -182,119 +177,8 @@ def _verify_h5(model: SimModel, folder: Path, token_ids: np.ndarray) -> tuple[np
 
 
 # ---------------------------------------------------------- savedmodel
-class _Serving(tf.Module):
-    """The encoder as tf.functions; the Keras model is captured, not tracked,
-    so only its variables (not bert4keras's layers) are serialised. With a
-    ``tokenizer`` (:class:`GraphTokenizer`) the string-input functions too."""
-
-    def __init__(self, encoder, tokenizer=None) -> None:
-        super().__init__(name="roformer_sim")
-        self.weights = list(encoder.weights)
-        spec = tf.TensorSpec([None, None], tf.int32)
-
-        @tf.function(input_signature=[spec, spec])
-        def encode(token_ids, segment_ids):
-            """L2-normalised pooled vectors [batch, hidden]."""
-            vectors = encoder([token_ids, segment_ids], training=False)
-            return {"vectors": tf.math.l2_normalize(vectors, axis=-1)}
-
-        @tf.function(input_signature=[spec, spec, spec, spec])
-        def similarity(token_ids_a, segment_ids_a, token_ids_b, segment_ids_b):
-            """Cosine of row i of batch a with row i of batch b, [batch]."""
-            a = encode(token_ids_a, segment_ids_a)["vectors"]
-            b = encode(token_ids_b, segment_ids_b)["vectors"]
-            return {"similarity": tf.reduce_sum(a * b, axis=-1)}
-
-        self.encode = encode
-        self.similarity = similarity
-        if tokenizer is None:
-            return
-        self.tokenizer = tokenizer
-        text = tf.TensorSpec([None], tf.string)
-
-        @tf.function(input_signature=[text])
-        def tokenize_text(text):
-            """bert4keras token ids ([CLS] … [SEP], maxlen, 0-padded) and segment ids 0."""
-            ids = tokenizer(text)
-            return {"token_ids": ids, "segment_ids": tf.zeros_like(ids)}
-
-        @tf.function(input_signature=[text])
-        def encode_text(text):
-            """L2-normalised vectors [batch, hidden] of raw strings, as ``SimModel.encode``."""
-            ids = tokenizer(text)
-            return encode(ids, tf.zeros_like(ids))
-
-        @tf.function(input_signature=[text, text])
-        def similarity_text(text_a, text_b):
-            """Cosine of text_a[i] with text_b[i], [batch]."""
-            a, b = encode_text(text_a)["vectors"], encode_text(text_b)["vectors"]
-            return {"similarity": tf.reduce_sum(a * b, axis=-1)}
-
-        self.tokenize_text = tokenize_text
-        self.encode_text = encode_text
-        self.similarity_text = similarity_text
-
-
-def _write_savedmodel(model: SimModel, folder: Path) -> None:
-    from . import graph_tokenizer
-
-    tokenizer = None
-    if graph_tokenizer.unavailable_reason() is None:
-        tokenizer = graph_tokenizer.GraphTokenizer(model.vocab, maxlen=model.maxlen)
-    module = _Serving(model.encoder, tokenizer)
-    encode = module.encode.get_concrete_function()
-    signatures = {"serving_default": encode, "encode": encode, "similarity": module.similarity.get_concrete_function()}
-    if tokenizer is not None:
-        for name in ("tokenize_text", "encode_text", "similarity_text"):
-            signatures[name] = getattr(module, name).get_concrete_function()
-    tf.saved_model.save(module, str(folder), signatures=signatures)
-    _write_config_vocab(model, folder / "assets.extra")
-
-
 def _verify_savedmodel(model: SimModel, folder: Path, token_ids: np.ndarray) -> tuple[np.ndarray, str]:
-    from . import graph_tokenizer
-
-    if graph_tokenizer.unavailable_reason() is None:
-        import tensorflow_text  # noqa: F401  (registers the ops the string signatures use)
-    loaded = tf.saved_model.load(str(folder))
-    ids = tf.constant(token_ids, tf.int32)
-    vectors = loaded.signatures["encode"](token_ids=ids, segment_ids=tf.zeros_like(ids))["vectors"].numpy()
-    sims = loaded.similarity(ids, tf.zeros_like(ids), ids[::-1], tf.zeros_like(ids))["similarity"].numpy()
-    expected_sims = np.sum(vectors * vectors[::-1], axis=-1)
-    if not np.max(np.abs(sims - expected_sims)) <= 1e-5:
-        raise RoformerSimError(f"{folder}: savedmodel similarity disagrees with its encode by {np.max(np.abs(sims - expected_sims)):.3g}")
-    if "encode_text" not in loaded.signatures:
-        reason = graph_tokenizer.unavailable_reason() or "not written"
-        return vectors, f"tf.saved_model.load, encode and similarity signatures; string signatures skipped: {reason}"
-    return vectors, _verify_text_signatures(model, folder, loaded, token_ids)
-
-
-def _verify_text_signatures(model: SimModel, folder: Path, loaded, token_ids: np.ndarray) -> str:
-    """The string signatures on VERIFY_TEXTS: ids equal to bert4keras's, vectors and
-    similarities within the savedmodel tolerance of ``SimModel.encode``."""
-    texts = tf.constant(VERIFY_TEXTS)
-    got_ids = loaded.signatures["tokenize_text"](text=texts)["token_ids"].numpy()
-    if got_ids.shape != token_ids.shape or not np.array_equal(got_ids, token_ids):
-        bad = next(i for i in range(len(VERIFY_TEXTS)) if i >= len(got_ids) or not np.array_equal(got_ids[i], token_ids[i]))
-        raise RoformerSimError(
-            f"{folder}: savedmodel tokenize_text gives other token ids than bert4keras for {VERIFY_TEXTS[bad]!r}; nothing written"
-        )
-    expected = model.encode(list(VERIFY_TEXTS))
-    vectors = loaded.signatures["encode_text"](text=texts)["vectors"].numpy()
-    sims = loaded.signatures["similarity_text"](text_a=texts, text_b=texts[::-1])["similarity"].numpy()
-    diff = max(
-        float(np.max(np.abs(vectors - expected))),
-        float(np.max(np.abs(sims - np.sum(expected * expected[::-1], axis=-1)))),
-    )
-    if not diff <= TOLERANCE["savedmodel"]:
-        raise RoformerSimError(
-            f"{folder}: savedmodel encode_text/similarity_text differ from SimModel.encode by {diff:.3g} "
-            f"> {TOLERANCE['savedmodel']:g} on {len(VERIFY_TEXTS)} sentences; nothing written"
-        )
-    return (
-        "tf.saved_model.load, encode and similarity signatures; tokenize_text ids equal to bert4keras's, "
-        f"encode_text/similarity_text within {diff:.2g} of SimModel.encode"
-    )
+    return serving.verify(model, folder, token_ids, VERIFY_TEXTS, TOLERANCE["savedmodel"])
 
 
 # ------------------------------------------------------------------- hf

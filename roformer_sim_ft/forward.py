@@ -383,6 +383,29 @@ class FastRoFormer:
         logits = record_ta.stack()[:steps] if record else tf.zeros([0, n, 0])
         return generated[:, :max_len], steps, logits
 
+    def decoder(self, greedy: bool = False, record: bool = False, top_p: bool = True, top_k: bool = False):
+        """The compiled sampling loop (traced once per option set), for :meth:`decode` and graphs that embed it.
+
+        Called as ``fn(source [S] int32, n, max_len, seed [2] int64, top_p float32, top_k int32)``
+        → (tokens [n, max_len] int32, 0 after [SEP]; steps; logits [steps, n, V] if ``record``).
+        ``top_p``/``top_k`` False here: that filter is off and its argument ignored."""
+        key = ("decode", greedy, record, top_p, top_k)
+        if key not in self._functions:
+            spec = [
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([], tf.int32),
+                tf.TensorSpec([], tf.int32),
+                tf.TensorSpec([2], tf.int64),
+                tf.TensorSpec([], tf.float32),
+                tf.TensorSpec([], tf.int32),
+            ]
+
+            def fn(source, n, max_len, seed, p, k):
+                return self._decode_graph(source, n, max_len, seed, p if top_p else None, k if top_k else None, greedy, record)
+
+            self._functions[key] = tf.function(fn, input_signature=spec, autograph=False)
+        return self._functions[key]
+
     def decode(
         self,
         source: Sequence[int],
@@ -396,23 +419,7 @@ class FastRoFormer:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Sample n continuations of ``source`` ids: tokens [n, max_len] (0 after [SEP]) and,
         if ``record``, the logits of every step [steps, n, V]."""
-        key = ("decode", greedy, record, top_p is None, top_k is None)
-        if key not in self._functions:
-            spec = [
-                tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec([], tf.int32),
-                tf.TensorSpec([], tf.int32),
-                tf.TensorSpec([2], tf.int64),
-                tf.TensorSpec([], tf.float32),
-                tf.TensorSpec([], tf.int32),
-            ]
-
-            def fn(source, n, max_len, seed, top_p, top_k, _g=greedy, _r=record, _p=key[3], _k=key[4]):
-                top_p, top_k = (None if _p else top_p), (None if _k else top_k)
-                return self._decode_graph(source, n, max_len, seed, top_p, top_k, _g, _r)
-
-            self._functions[key] = tf.function(fn, input_signature=spec, autograph=False)
-        tokens, steps, logits = self._functions[key](
+        tokens, steps, logits = self.decoder(greedy, record, top_p is not None, top_k is not None)(
             tf.constant(source, tf.int32),
             tf.constant(n, tf.int32),
             tf.constant(max_len, tf.int32),

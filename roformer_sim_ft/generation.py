@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from .errors import RoformerSimError
 from .sampling import sample_next, seed_tensor, step_seed
+from .settings import GENERATE_MAX_LEN, GENERATE_TOP_P
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import SimModel
@@ -118,9 +119,9 @@ def generate_ids(
     model: "SimModel",
     text: str,
     n: int = 1,
-    top_p: float | None = 0.95,
+    top_p: float | None = GENERATE_TOP_P,
     top_k: int | None = None,
-    max_len: int = 64,
+    max_len: int = GENERATE_MAX_LEN,
     seed: int | None = None,
     use_cache: bool = True,
     greedy: bool = False,
@@ -151,9 +152,9 @@ def generate(
     model: "SimModel",
     text: str,
     n: int = 1,
-    top_p: float | None = 0.95,
+    top_p: float | None = GENERATE_TOP_P,
     top_k: int | None = None,
-    max_len: int = 64,
+    max_len: int = GENERATE_MAX_LEN,
     seed: int | None = None,
     use_cache: bool = True,
     greedy: bool = False,

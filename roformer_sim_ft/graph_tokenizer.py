@@ -30,6 +30,10 @@ not the ``Fast*`` ones that some TensorFlow Serving builds lack.
 ``tensorflow_text`` is optional (``pip install roformer-sim-ft[serving]``);
 :func:`unavailable_reason` says why this module cannot be used.
 
+The way back, :class:`GraphDetokenizer`, writes ids as text as bert4keras's
+``Tokenizer.decode`` does (CJK characters joined without spaces); it needs
+``tf.strings`` only.
+
 Example:
     >>> tokenizer = GraphTokenizer(model.vocab, maxlen=64)
     >>> tokenizer(tf.constant(["今天天气不错"]))   # int32 [1, 8], 0-padded
@@ -41,6 +45,8 @@ import importlib.util
 import sys
 import unicodedata
 from typing import Sequence
+
+import numpy as np
 
 from . import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
@@ -84,17 +90,22 @@ def char_classes() -> dict[str, str]:
     ``mark``: removed after NFD (category Mn); ``alone``: a word by itself
     (punctuation, CJK); ``space``: separates words (bert4keras's spaces, and
     the characters ``str.split`` splits on that survive its loop, U+2028/9);
-    ``drop``: removed (NUL, U+FFFD, Cc, Cf).
+    ``drop``: removed (NUL, U+FFFD, Cc, Cf). For :class:`GraphDetokenizer`: ``digit``
+    (``\\d`` of Python's ``re``: category Nd) and ``strip`` (``str.isspace``, what ``str.strip`` removes).
     """
     from bert4keras.tokenizers import Tokenizer
 
-    groups: dict[str, list[int]] = {"mark": [], "alone": [], "space": [], "drop": []}
+    groups: dict[str, list[int]] = {"mark": [], "alone": [], "space": [], "drop": [], "digit": [], "strip": []}
     for code in range(sys.maxunicode + 1):
         if code in _SURROGATES:
             continue
         ch = chr(code)
         if unicodedata.category(ch) == "Mn":
             groups["mark"].append(code)
+        if unicodedata.category(ch) == "Nd":
+            groups["digit"].append(code)
+        if ch.isspace():
+            groups["strip"].append(code)
         if Tokenizer._is_punctuation(ch) or Tokenizer._is_cjk_character(ch):
             groups["alone"].append(code)
         elif Tokenizer._is_space(ch):
@@ -182,3 +193,73 @@ class GraphTokenizer(tf.Module):
         sep = tf.fill([rows, 1], tf.constant(self.sep_id, tf.int32))
         ids = tf.concat([tf.RaggedTensor.from_tensor(cls), pieces, tf.RaggedTensor.from_tensor(sep)], axis=1)
         return ids.to_tensor(0)
+
+
+class GraphDetokenizer(tf.Module):
+    """Token ids → text as bert4keras's ``Tokenizer.decode``, as TensorFlow ops (saveable in a SavedModel).
+
+    Tokens like ``[CLS]`` are dropped; ``##x`` joins on as ``x``; a single CJK
+    character or punctuation mark is written as is (punctuation followed by a
+    space); any other token follows a space unless the text so far ends in a
+    CJK character. Then bert4keras's clean-up: runs of spaces become one,
+    ``' s``-style contractions and the spaces after CJK punctuation and
+    ``+-/={(<[`` are closed up, ``1. 5`` becomes ``1.5``, ends are stripped.
+    The character classes come from bert4keras's own predicates and Python's
+    ``unicodedata`` (:func:`char_classes`).
+
+    Args:
+        vocab: tokens, id = position.
+
+    Example:
+        >>> detokenizer = GraphDetokenizer(vocab)
+        >>> detokenizer(tf.constant([[791, 1921, 102, 0]]))  # string [1]; mask= picks ids to decode
+    """
+
+    def __init__(self, vocab: Sequence[str]) -> None:
+        super().__init__(name="graph_detokenizer")
+        from bert4keras.tokenizers import Tokenizer
+
+        pieces, words, drop = [], [], []
+        for token in vocab:
+            special, single = Tokenizer._is_special(token), len(token) == 1
+            cjk, punct = single and Tokenizer._is_cjk_character(token), single and Tokenizer._is_punctuation(token)
+            suffix = token[:2] == "##"
+            drop.append(special)
+            words.append(not (special or suffix or cjk or punct))  # a space before, unless after CJK
+            pieces.append("" if special else token[2:] if suffix else token + " " if punct else token)
+        self.drop, self.words = np.array(drop), np.array(words)
+        self.pieces = np.array(pieces, dtype=object)
+        self.nonempty = np.array([bool(p) for p in pieces])
+        self.ends_cjk = np.array([bool(p) and Tokenizer._is_cjk_character(p[-1]) for p in pieces])
+        self.closing = _char_class(sorted({ord(c) for c in Tokenizer._cjk_punctuation() + "+-/={(<["}))
+        self.digit, self.strip = char_classes()["digit"], char_classes()["strip"]
+
+    def __call__(self, ids: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
+        """Text of each row of ``ids`` int32 [batch, length] (string [batch]); ``mask`` [batch, length]: the ids to decode."""
+        ids = tf.convert_to_tensor(ids, tf.int32)
+        pieces, words = tf.constant(self.pieces, tf.string), tf.constant(self.words)
+        ends_cjk, nonempty = tf.constant(self.ends_cjk), tf.constant(self.nonempty)
+        keep = ~tf.gather(tf.constant(self.drop), ids)
+        if mask is not None:
+            keep &= tf.cast(mask, tf.bool)
+        rows = tf.shape(ids)[0]
+
+        def step(t, text, last_cjk, count):  # one token per row, as bert4keras's loop
+            token, kept = ids[:, t], keep[:, t]
+            glued = (count > 0) & last_cjk  # a word right after a CJK character takes no space
+            piece = tf.gather(pieces, token)
+            piece = tf.where(tf.gather(words, token) & ~glued, tf.strings.join([" ", piece]), piece)
+            text = tf.where(kept, tf.strings.join([text, piece]), text)
+            last_cjk = tf.where(kept & tf.gather(nonempty, token), tf.gather(ends_cjk, token), last_cjk)
+            return t + 1, text, last_cjk, count + tf.cast(kept, tf.int32)
+
+        _, text, _, _ = tf.while_loop(
+            lambda t, *_: t < tf.shape(ids)[1],
+            step,
+            (tf.constant(0), tf.fill([rows], ""), tf.zeros([rows], tf.bool), tf.zeros([rows], tf.int32)),
+        )
+        text = tf.strings.regex_replace(text, " +", " ")
+        text = tf.strings.regex_replace(text, "' (re|m|s|t|ve|d|ll) ", "'\\1 ")
+        text = tf.strings.regex_replace(text, f"({self.closing}) ", "\\1")
+        text = tf.strings.regex_replace(text, f"({self.digit}\\.) ({self.digit})", "\\1\\2")
+        return tf.strings.regex_replace(text, f"^{self.strip}+|{self.strip}+$", "")

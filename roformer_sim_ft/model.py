@@ -25,6 +25,7 @@ from bert4keras.tokenizers import Tokenizer
 from . import checkpoints
 from .errors import RoformerSimError
 from .forward import PRECISIONS, FastRoFormer
+from .settings import GENERATE_MAX_LEN, GENERATE_TOP_P
 
 MAXLEN = 64
 # bert_config.json keys that bert4keras does not take as constructor arguments.
@@ -288,9 +289,9 @@ class SimModel:
         self,
         text: str,
         n: int = 1,
-        top_p: float | None = 0.95,
+        top_p: float | None = GENERATE_TOP_P,
         top_k: int | None = None,
-        max_len: int = 64,
+        max_len: int = GENERATE_MAX_LEN,
         seed: int | None = None,
         use_cache: bool = True,
     ) -> list[str]:

@@ -108,9 +108,16 @@ def step_seed(seed: tf.Tensor, step) -> tf.Tensor:
     return tf.random.experimental.stateless_fold_in(seed, tf.cast(step, tf.int32))
 
 
+def seed_pair(seed: tf.Tensor) -> tf.Tensor:
+    """The stateless seed [2] int64 of a non-negative int64 seed: its bits above 31 and its low 31 bits."""
+    seed = tf.cast(seed, tf.int64)
+    return tf.stack([tf.bitwise.right_shift(seed, 31), tf.bitwise.bitwise_and(seed, 2**31 - 1)])
+
+
 def seed_tensor(seed: int | None) -> tf.Tensor:
+    """:func:`seed_pair` of ``seed`` (None: a random one)."""
     if seed is None:
         seed = int(np.random.default_rng().integers(0, 2**62))
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise RoformerSimError(f"seed must be a non-negative integer, got {seed!r}")
-    return tf.constant([int(seed) >> 31, int(seed) & (2**31 - 1)], tf.int64)
+    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise RoformerSimError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    return seed_pair(tf.constant(int(seed), tf.int64))

@@ -28,11 +28,15 @@ PRECISIONS: dict[str, str] = {"fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
 # Set to 1 (the CLI's --verbose) to see TensorFlow's own start-up and log lines (roformer_sim_ft.compat).
 VERBOSE_ENV = "ROFORMER_SIM_FT_VERBOSE"
 
+# Sampling defaults of generation: SimModel.generate, gen_synonyms and the SavedModel's generate_text.
+GENERATE_TOP_P = 0.95  # top-p of each draw (the reference's random_sample)
+GENERATE_MAX_LEN = 64  # generated tokens per sample at most
+
 # Export formats and what each writes (``roformer-sim-ft export --format``).
 EXPORT_FORMATS: dict[str, str] = {
     "ckpt": "released TF1 layout (default)",
     "h5": "Keras HDF5 weights for plain bert4keras",
-    "savedmodel": "TF SavedModel: encode/similarity on token ids, and on raw text with tensorflow-text",
+    "savedmodel": "TF SavedModel: encode/similarity on token ids; on raw text, and generate_text, with tensorflow-text",
     "hf": "transformers RoFormer + pooler (safetensors)",
     "keras": "Keras 3 .keras archive, loads without this package on any backend",
 }

@@ -1,5 +1,6 @@
-"""Raw-text serving: the in-graph tokenizer gives bert4keras's token ids, and the SavedModel's
-string signatures equal ``SimModel.encode`` / ``similarity`` in a process without our package."""
+"""Raw-text serving: the in-graph tokenizer gives bert4keras's token ids, the in-graph detokenizer
+bert4keras's text, and the SavedModel's string signatures equal ``SimModel.encode`` / ``similarity``
+/ ``generate`` in a process without our package."""
 from __future__ import annotations
 
 import json
@@ -89,8 +90,12 @@ def savedmodel(tmp_path_factory, tiny_model):
     return ex.export_model(tiny_model, tmp_path_factory.mktemp("serving") / "sm", "savedmodel")
 
 
+GENERATE = {"text": "我喜欢北京", "n": 6, "seed": 7}
+
+
 def test_string_signatures_match_simmodel_in_plain_tensorflow(savedmodel, tiny_model, tmp_path):
     assert "encode_text" in savedmodel.checked and savedmodel.max_diff <= ex.TOLERANCE["savedmodel"]
+    assert "generate_text equal to generate" in savedmodel.checked
     texts = list(ex.VERIFY_TEXTS) + ["我喜欢北京", "Café naïve RÉSUMÉ ＡＢＣ全角 unaffable", "今天天气不错" * 20]
     (tmp_path / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
     script = """
@@ -103,13 +108,21 @@ def test_string_signatures_match_simmodel_in_plain_tensorflow(savedmodel, tiny_m
         vectors = loaded.signatures["encode_text"](text=texts)["vectors"].numpy()
         sims = loaded.signatures["similarity_text"](text_a=texts, text_b=texts[::-1])["similarity"].numpy()
         assert np.allclose(loaded.encode_text(texts)["vectors"].numpy(), vectors, atol=1e-6)
+        gen = json.loads(sys.argv[6])
+        out = loaded.signatures["generate_text"](
+            text=tf.constant(gen["text"]), n=tf.constant(gen["n"]), seed=tf.constant(gen["seed"], tf.int64)
+        )
+        candidates = [c.decode("utf-8") for c in out["candidates"].numpy()]
         assert not any(m.startswith(("roformer_sim_ft", "bert4keras", "tf_keras")) for m in sys.modules)
         np.save(sys.argv[3], ids); np.save(sys.argv[4], vectors); np.save(sys.argv[5], sims)
+        json.dump({"candidates": candidates, "similarity": out["similarity"].numpy().tolist()},
+                  open("generated.json", "w", encoding="utf-8"), ensure_ascii=False)
     """
     env = {k: v for k, v in os.environ.items() if k not in ("TF_KERAS", "TF_USE_LEGACY_KERAS", "PYTHONPATH")}
     out = [tmp_path / f"{name}.npy" for name in ("ids", "vectors", "sims")]
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script), str(savedmodel.path), str(tmp_path / "texts.json"), *map(str, out)],
+        [sys.executable, "-c", textwrap.dedent(script), str(savedmodel.path), str(tmp_path / "texts.json"),
+         *map(str, out), json.dumps(GENERATE)],
         env=env, capture_output=True, text=True, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -118,6 +131,64 @@ def test_string_signatures_match_simmodel_in_plain_tensorflow(savedmodel, tiny_m
     np.testing.assert_allclose(np.load(out[1]), ours, atol=1e-5)
     expected_sims = [tiny_model.similarity(a, b) for a, b in zip(texts, texts[::-1])]
     np.testing.assert_allclose(np.load(out[2]), expected_sims, atol=1e-5)
+
+    generated = json.loads((tmp_path / "generated.json").read_text(encoding="utf-8"))
+    expected = tiny_model.generate(GENERATE["text"], n=GENERATE["n"], seed=GENERATE["seed"])
+    assert generated["candidates"] == expected
+    assert len(set(expected)) > 1  # sampled, not one greedy answer repeated
+    vectors = tiny_model.encode([GENERATE["text"]] + expected)
+    np.testing.assert_allclose(generated["similarity"], vectors[1:] @ vectors[0], atol=1e-5)
+
+
+def test_generate_text_refuses_bad_input_and_repeats_with_its_seed(savedmodel):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(savedmodel.path))
+    run = lambda text, n, seed: loaded.signatures["generate_text"](  # noqa: E731
+        text=tf.constant(text), n=tf.constant(n), seed=tf.constant(seed, tf.int64)
+    )["candidates"].numpy().tolist()
+    assert run("我喜欢北京", 4, 1) == run("我喜欢北京", 4, 1)
+    assert run("我喜欢北京", 4, 1) != run("我喜欢北京", 4, 2)
+    assert len(run("我喜欢北京", 3, 1)) == 3
+    for text, n, seed, message in [("  ", 2, 1, "text is empty"), ("北京", 0, 1, "n must be a positive integer"),
+                                   ("北京", 2, -1, "seed must be a non-negative integer")]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            run(text, n, seed)
+
+
+# Word and ## pieces for the detokenizer test (the built-in vocab has single characters only).
+PIECES = ["hello", "world", "don", "re", "ll", "ve", "12", "##ing", "##s", "##ed", "##5", "roformer", "##é"]
+
+
+def test_graph_detokenizer_writes_text_as_bert4keras_decode(tiny_model):
+    import tensorflow as tf
+
+    from roformer_sim_ft.model import make_tokenizer
+
+    vocab = list(tiny_model.vocab)
+    unused = [i for i, t in enumerate(vocab) if t.startswith("[unused")]
+    assert not set(PIECES) & set(vocab)  # a duplicate would hide its first id from bert4keras's decode
+    for i, piece in zip(unused, PIECES):
+        vocab[i] = piece
+    reference = make_tokenizer(vocab)
+    texts = list(ex.VERIFY_TEXTS) + TRICKY + ["hello world's roformers don't 1.5 12.3 (a+b)=c，好。"]
+    rows = [reference.encode(t, maxlen=64)[0] for t in texts]
+    rng = np.random.default_rng(0)
+    kinds = [
+        np.arange(len(vocab)),  # anything, specials included
+        np.array(unused[: len(PIECES)]),  # words and ## pieces
+        np.array([vocab.index(c) for c in "'.,:;!?()+-/=<[{1234567890，。？！、（）《》“”"]),  # punctuation, digits
+    ]
+    for _ in range(300):
+        rows.append([int(rng.choice(kinds[k])) for k in rng.integers(0, len(kinds), size=12)])
+    length = max(map(len, rows))
+    ids = np.array([r + [0] * (length - len(r)) for r in rows], np.int32)
+    mask = np.array([[i < len(r) for i in range(length)] for r in rows])
+    detokenizer = graph_tokenizer.GraphDetokenizer(vocab)
+    got = [t.decode("utf-8") for t in tf.function(detokenizer)(tf.constant(ids), tf.constant(mask)).numpy()]
+    expected = [reference.decode(r) for r in rows]
+    assert [(i, a, b) for i, (a, b) in enumerate(zip(got, expected)) if a != b] == []
+    assert any(" " in t for t in expected) and any("'" in t for t in expected)
 
 
 def test_without_tensorflow_text_the_id_signatures_are_still_written(tiny_model, tmp_path, monkeypatch):
