@@ -31,6 +31,9 @@ VERBOSE_ENV = "ROFORMER_SIM_FT_VERBOSE"
 # Sampling defaults of generation: SimModel.generate, gen_synonyms and the SavedModel's generate_text.
 GENERATE_TOP_P = 0.95  # top-p of each draw (the reference's random_sample)
 GENERATE_MAX_LEN = 64  # generated tokens per sample at most
+# The SavedModel's generate_text refuses larger n: each step holds [n, vocab] logits, and one request
+# must not be able to exhaust a model server's memory.
+SERVING_MAX_SAMPLES = 1000
 
 # Export formats and what each writes (``roformer-sim-ft export --format``).
 EXPORT_FORMATS: dict[str, str] = {
