@@ -133,21 +133,25 @@ def test_string_signatures_match_simmodel_in_plain_tensorflow(savedmodel, tiny_m
     expected_sims = [tiny_model.similarity(a, b) for a, b in zip(texts, texts[::-1])]
     np.testing.assert_allclose(np.load(out[2]), expected_sims, atol=1e-5)
 
+    # This random model's next-token distribution is nearly flat, so a last-bit difference between two
+    # processes' arithmetic can change a draw: equality with generate is checked in one process (below).
+    # Here: n sampled strings, each scored as SimModel scores that string.
     generated = json.loads((tmp_path / "generated.json").read_text(encoding="utf-8"))
-    expected = tiny_model.generate(GENERATE["text"], n=GENERATE["n"], seed=GENERATE["seed"])
-    assert generated["candidates"] == expected
-    assert len(set(expected)) > 1  # sampled, not one greedy answer repeated
-    vectors = tiny_model.encode([GENERATE["text"]] + expected)
+    candidates = generated["candidates"]
+    assert len(candidates) == GENERATE["n"] and len(set(candidates)) > 1 and all(candidates)
+    vectors = tiny_model.encode([GENERATE["text"]] + candidates)
     np.testing.assert_allclose(generated["similarity"], vectors[1:] @ vectors[0], atol=1e-5)
 
 
-def test_generate_text_refuses_bad_input_and_repeats_with_its_seed(savedmodel):
+def test_generate_text_equals_generate_repeats_and_refuses_bad_input(savedmodel, tiny_model):
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(savedmodel.path))
     run = lambda text, n, seed: loaded.signatures["generate_text"](  # noqa: E731
         text=tf.constant(text), n=tf.constant(n), seed=tf.constant(seed, tf.int64)
     )["candidates"].numpy().tolist()
+    got = [c.decode("utf-8") for c in run(GENERATE["text"], GENERATE["n"], GENERATE["seed"])]
+    assert got == tiny_model.generate(GENERATE["text"], n=GENERATE["n"], seed=GENERATE["seed"])
     assert run("我喜欢北京", 4, 1) == run("我喜欢北京", 4, 1)
     assert run("我喜欢北京", 4, 1) != run("我喜欢北京", 4, 2)
     assert len(run("我喜欢北京", 3, 1)) == 3
