@@ -144,7 +144,7 @@ class _Run:
     config: TrainConfig
     out_dir: Path
     strategy: tf.distribute.Strategy
-    train_step: Callable
+    compile_step: Callable[[Any], Callable]
     step_var: tf.Variable
     checkpoint: tf.train.Checkpoint
     settings: dict
@@ -158,15 +158,16 @@ class _Run:
         Multi-worker, the losses hold ``stop``: 1.0 when any worker got a stop signal.
         """
         dataset = distribute.distributed_batches(self.strategy, self.batches)
+        train_step = self.compile_step(dataset.element_spec)
         iterator = iter(dataset)
         while True:
             fetch = time.perf_counter()
             batch = next(iterator)
             waited = time.perf_counter() - fetch
             if self.role.multi_worker:
-                yield self.train_step(batch, tf.constant(float(stop.signal is not None))), waited
+                yield train_step(batch, tf.constant(float(stop.signal is not None))), waited
             else:
-                yield self.train_step(batch), waited
+                yield train_step(batch), waited
 
     def save(self, step: int) -> Path:
         record = {"step": step, "sampler": self.batches.state(), "history": self.history, "settings": self.settings,
@@ -321,13 +322,21 @@ def _build(objective, batches, config: TrainConfig, out_dir: Path, settings: dic
     def worker_step(batch, stop):  # multi-worker: every worker learns whether any of them must stop
         return {**replica_step(batch), "stop": distribute.any_replica(stop)}
 
-    @tf.function(jit_compile=config.jit_compile, reduce_retracing=True)
-    def train_step(batch, stop=None):
-        results = strategy.run(replica_step, args=(batch,)) if stop is None else strategy.run(worker_step, args=(batch, stop))
-        step_var.assign_add(1)
-        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in results.items()}
+    def compile_step(element_spec) -> Callable:
+        """The step for batches of ``element_spec``, traced once: the signature leaves the
+        lengths open, so batches of other lengths (bucketing) reuse the one graph."""
+        signature = [element_spec, tf.TensorSpec([], tf.float32)] if role.multi_worker else [element_spec]
 
-    return _Run(objective, batches, config, out_dir, strategy, train_step, step_var, checkpoint, settings, role, log)
+        @tf.function(jit_compile=config.jit_compile, input_signature=signature)
+        def train_step(batch, stop=None):
+            results = (strategy.run(replica_step, args=(batch,)) if stop is None
+                       else strategy.run(worker_step, args=(batch, stop)))
+            step_var.assign_add(1)
+            return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in results.items()}
+
+        return train_step
+
+    return _Run(objective, batches, config, out_dir, strategy, compile_step, step_var, checkpoint, settings, role, log)
 
 
 # Settings a state is bound to: a different value makes a different model (never overridable).

@@ -72,6 +72,27 @@ def test_supervised_loss_falls(tiny_checkpoint, tiny_model, sample_data, tmp_pat
     assert not np.array_equal(before["bert/pooler/dense/kernel"], after["bert/pooler/dense/kernel"])
 
 
+def test_batches_of_other_lengths_reuse_the_one_compiled_step(tiny_checkpoint, tiny_model, sample_data, tmp_path,
+                                                              monkeypatch):
+    """Bucketed batches differ in length; the step's signature leaves lengths open, so it is traced once."""
+    batches = B.SupervisedBatches.from_data(sample_data, tiny_model.tokenizer, batch_size=8, seed=3)
+    lengths = {batches.batch_at(i)["token_ids"].shape[1] for i in range(4)}
+    assert len(lengths) > 1, lengths
+    compiled = []
+    build = training._build
+
+    def spying_build(*args, **kwargs):
+        run = build(*args, **kwargs)
+        compile_step = run.compile_step
+        run.compile_step = lambda spec: compiled.append(compile_step(spec)) or compiled[-1]
+        return run
+
+    monkeypatch.setattr(training, "_build", spying_build)
+    config = training.TrainConfig(out_dir=str(tmp_path / "out"), steps=4, learning_rate=1e-3, show_progress=False)
+    training.train(SupervisedObjective(tiny_checkpoint), batches, config)
+    assert len(compiled) == 1 and compiled[0].experimental_get_tracing_count() == 1
+
+
 def test_interrupted_then_resumed_equals_uninterrupted(tiny_checkpoint, tiny_model, sample_data, tmp_path):
     _supervised_run(tiny_checkpoint, sample_data, tiny_model.tokenizer, tmp_path / "full", steps=6)
 
