@@ -1,5 +1,6 @@
 """Exports: each format written atomically, verified, and loaded in a separate process
-by its own runtime (plain bert4keras, plain TensorFlow, PyTorch transformers)."""
+by its own runtime (plain bert4keras, PyTorch transformers; the SavedModel in plain
+TensorFlow: tests/test_serving.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -23,7 +24,8 @@ HAS_TORCH = all(importlib.util.find_spec(m) for m in ("torch", "transformers", "
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("exports")
-    return {fmt: ex.export_model(tiny_model, root / fmt, fmt) for fmt in ("h5", "savedmodel", "hf")}
+    # The SavedModel (and its run in plain TensorFlow): tests/test_serving.py.
+    return {fmt: ex.export_model(tiny_model, root / fmt, fmt) for fmt in ("h5", "hf")}
 
 
 @pytest.fixture(scope="module")
@@ -67,35 +69,6 @@ def test_h5_loads_in_plain_bert4keras(exports, tiny_model, ids, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "pooled.npy"), pooled, atol=1e-5)
     softmax = np.exp(logits - logits.max(-1, keepdims=True))
     np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), softmax / softmax.sum(-1, keepdims=True), atol=1e-6)
-
-
-def test_savedmodel_loads_in_plain_tensorflow(exports, tiny_model, ids, tmp_path):
-    np.save(tmp_path / "ids.npy", ids)
-    _run(
-        """
-        import sys
-        import numpy as np, tensorflow as tf
-        try:
-            import tensorflow_text  # noqa: F401  (the string signatures' ops, when they were written)
-        except ImportError:
-            pass
-        loaded = tf.saved_model.load(sys.argv[1])
-        ids = tf.constant(np.load(sys.argv[2]), tf.int32)
-        seg = tf.zeros_like(ids)
-        enc = loaded.signatures["encode"](token_ids=ids, segment_ids=seg)["vectors"].numpy()
-        default = loaded.signatures["serving_default"](token_ids=ids, segment_ids=seg)["vectors"].numpy()
-        sims = loaded.signatures["similarity"](token_ids_a=ids, segment_ids_a=seg,
-                                               token_ids_b=ids[::-1], segment_ids_b=seg)["similarity"].numpy()
-        assert np.array_equal(enc, default)
-        assert np.allclose(loaded.encode(ids, seg)["vectors"].numpy(), enc, atol=1e-6)
-        np.save(sys.argv[3], enc); np.save(sys.argv[4], sims)
-        """,
-        exports["savedmodel"].path, tmp_path / "ids.npy", tmp_path / "vectors.npy", tmp_path / "sims.npy",
-    )
-    ours = tiny_model.encode(TEXTS)
-    np.testing.assert_allclose(np.load(tmp_path / "vectors.npy"), ours, atol=1e-5)
-    np.testing.assert_allclose(np.load(tmp_path / "sims.npy"), np.sum(ours * ours[::-1], -1), atol=1e-5)
-    assert (exports["savedmodel"].path / "assets.extra" / "vocab.txt").exists()
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch/transformers not installed")

@@ -31,7 +31,7 @@ STEPS = 3
 # at most 5e-7 relative over 3 steps of each stage.
 TOLERANCE = 1e-5
 
-# One worker: trains the supervised stage, distillation and stage 1 (pretrain) for STEPS steps each, printing each step's losses as JSON; or, with "die_at", exits hard at that step.
+# One worker: trains the stages of job["stages"] (supervised, distill, pretrain) for job["steps"] steps each, printing each step's losses as JSON; or, with "die_at", exits hard at that step.
 WORKER = """
 import json, os, sys
 import roformer_sim_ft
@@ -42,37 +42,37 @@ from roformer_sim_ft.objectives import DistillObjective, Stage1Objective, Superv
 from roformer_sim_ft.errors import RoformerSimError
 job = json.loads(sys.argv[1])
 tok = make_tokenizer(checkpoints.builtin_vocab())
-stages = []
+quiet = dict(dropout_rate=0.0, attention_dropout_rate=0.0)
+losses = {}
 def record(name):
-    losses = []
-    stages.append((name, losses))
+    losses[name] = []
     def on_step(step, values):
-        losses.append(values)
+        losses[name].append(values)
         if job.get("die_at") == step and job["die"]:
             os._exit(7)
     return on_step
-config = training.TrainConfig(out_dir=job["out"] + "/sup", steps=job["steps"], learning_rate=1e-3, log_every=1,
-                              save_every=2, show_progress=False, resume=job["resume"],
-                              collective_timeout=job.get("timeout", 60))
-data = readers.load_supervised_data(readers.sample_data_dir())
+def stages():
+    if "supervised" in job["stages"]:
+        data = readers.load_supervised_data(readers.sample_data_dir())
+        yield "supervised", "sup", SupervisedObjective(job["ckpt"], **quiet), B.SupervisedBatches.from_data(
+            data, tok, batch_size=8, seed=3, pad_to=64)
+    groups = readers.load_distill_pairs([readers.sample_data_dir() / "synonyms" / "sample.jsonl"]).groups
+    if "distill" in job["stages"]:
+        yield "distill", "dis", DistillObjective(job["teacher"], job["ckpt"], **quiet), B.DistillBatches(
+            groups, tok, batch_size=8, seed=3, pad_to=128)
+    if "pretrain" in job["stages"]:
+        yield "pretrain", "pre", Stage1Objective(job["ckpt"], **quiet), B.Stage1Batches(
+            groups, tok, batch_size=8, seed=3, pad_to=128)
 try:
-    training.train(SupervisedObjective(job["ckpt"], dropout_rate=0.0, attention_dropout_rate=0.0),
-                   B.SupervisedBatches.from_data(data, tok, batch_size=8, seed=3, pad_to=64), config,
-                   on_step=record("supervised"))
-    if job["distill"]:
-        groups = readers.load_distill_pairs([readers.sample_data_dir() / "synonyms" / "sample.jsonl"]).groups
-        config.out_dir, config.resume = job["out"] + "/dis", False
-        training.train(DistillObjective(job["teacher"], job["ckpt"], dropout_rate=0.0, attention_dropout_rate=0.0),
-                       B.DistillBatches(groups, tok, batch_size=8, seed=3, pad_to=128), config,
-                       on_step=record("distill"))
-        config.out_dir = job["out"] + "/pre"
-        training.train(Stage1Objective(job["ckpt"], dropout_rate=0.0, attention_dropout_rate=0.0),
-                       B.Stage1Batches(groups, tok, batch_size=8, seed=3, pad_to=128), config,
-                       on_step=record("pretrain"))
+    for name, folder, objective, batches in stages():
+        config = training.TrainConfig(out_dir=job["out"] + "/" + folder, steps=job["steps"], learning_rate=1e-3,
+                                      log_every=1, save_every=2, show_progress=False, resume=job["resume"],
+                                      collective_timeout=job.get("timeout", 60))
+        training.train(objective, batches, config, on_step=record(name))
 except RoformerSimError as e:
     print("ERROR", e, flush=True)
     sys.exit(2)
-print("LOSSES", json.dumps(dict(stages)), flush=True)
+print("LOSSES", json.dumps(losses), flush=True)
 """
 
 
@@ -135,10 +135,10 @@ def _single_process(objective, stream, out: Path, steps: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def two_worker_job(tiny_checkpoint, spread_checkpoint, tmp_path_factory):
-    """A finished two-worker job (supervised, distillation, stage 1; STEPS steps each): its outputs and losses."""
+    """A finished two-worker job (distillation, then stage 1; STEPS steps each): its outputs and losses."""
     out = tmp_path_factory.mktemp("multiworker") / "job"
     job = {"ckpt": str(tiny_checkpoint), "teacher": str(spread_checkpoint), "out": str(out), "steps": STEPS,
-           "resume": False, "distill": True}
+           "resume": False, "stages": ["distill", "pretrain"]}
     start = time.perf_counter()
     results = _finish(_start_job(job), timeout=240)
     for code, stdout, stderr in results:
@@ -152,16 +152,25 @@ def _supervised(tiny_checkpoint, tokenizer):
             B.SupervisedBatches.from_data(data, tokenizer, batch_size=8, seed=3, pad_to=64))
 
 
+def _assert_same_losses(two: list[dict], one: list[dict], stage: str, gaps: dict) -> None:
+    assert len(two) == len(one)
+    for a, b in zip(two, one):
+        assert a.keys() == b.keys()
+        for term in b:
+            gaps[(stage, term)] = max(gaps.get((stage, term), 0.0), abs(a[term] - b[term]) / abs(b[term]))
+            assert a[term] == pytest.approx(b[term], rel=TOLERANCE), (stage, term, a, b)
+
+
 def test_two_workers_give_the_losses_of_one_process(two_worker_job, tiny_checkpoint, spread_checkpoint, tokenizer,
                                                      tmp_path):
-    """Two workers, global batch 8 (4 rows each): the losses of the first steps of every stage
-    (supervised; distillation and stage 1, whose similarity terms compare rows across workers) equal one process's on the same 8 rows within TOLERANCE; the chief alone writes the
-    outputs (model, run.json, states, TensorBoard logs), which load."""
+    """Two workers, global batch 8 (4 rows each): the losses of the first steps of distillation and
+    stage 1, whose similarity terms compare rows across workers, equal one process's on the same 8
+    rows within TOLERANCE; the chief alone writes the outputs (model, run.json, states, TensorBoard
+    logs), which load. (The supervised stage: the restart test below.)"""
     job, (chief, worker), took = two_worker_job
     assert chief == worker  # every worker sees the global (all-reduced) losses
     groups = readers.load_distill_pairs([readers.sample_data_dir() / "synonyms" / "sample.jsonl"]).groups
     single = {
-        "supervised": _single_process(*_supervised(tiny_checkpoint, tokenizer), tmp_path / "sup", STEPS),
         "distill": _single_process(DistillObjective(spread_checkpoint, tiny_checkpoint, dropout_rate=0.0,
                                                     attention_dropout_rate=0.0),
                                    B.DistillBatches(groups, tokenizer, batch_size=8, seed=3, pad_to=128),
@@ -171,44 +180,30 @@ def test_two_workers_give_the_losses_of_one_process(two_worker_job, tiny_checkpo
                                     tmp_path / "pre", STEPS),
     }
     gaps = {}
-    for stage in ("supervised", "distill", "pretrain"):
+    assert sorted(chief) == sorted(single)
+    for stage in single:
         assert len(chief[stage]) == STEPS
-        for two, one in zip(chief[stage], single[stage]):
-            assert two.keys() == one.keys()
-            for term in one:
-                gaps[(stage, term)] = max(gaps.get((stage, term), 0.0), abs(two[term] - one[term]) / abs(one[term]))
-                assert two[term] == pytest.approx(one[term], rel=TOLERANCE), (stage, term, two, one)
+        _assert_same_losses(chief[stage], single[stage], stage, gaps)
     print(f"\ntwo workers vs one process, largest relative gap over {STEPS} steps:",
           ", ".join(f"{s}/{t} {g:.1e}" for (s, t), g in gaps.items()), f"(two-worker job {took:.1f}s)")
     print("two workers:", json.dumps(chief), "\none process:", json.dumps(single))
 
     out = Path(job["out"])
-    for stage in ("sup", "dis", "pre"):
+    for stage in ("dis", "pre"):
         folder = out / stage
         assert (folder / "run.json").exists() and (folder / "logs").is_dir()
         assert [states.step_of(p) for p in states.list_states(folder)] == [STEPS - 1, STEPS]
         checkpoints.load_checkpoint(folder)
-    assert sorted(p.name for p in out.iterdir()) == ["dis", "pre", "sup"]  # the other worker wrote nothing beside
+    assert sorted(p.name for p in out.iterdir()) == ["dis", "pre"]  # the other worker wrote nothing beside
 
 
-def test_a_restarted_job_resumes_from_the_chiefs_state(two_worker_job, tiny_checkpoint, tokenizer, tmp_path):
-    """The whole job restarted with --resume (supervised stage, one more step): it continues from the
-    chief's state, and its step equals the same step of an uninterrupted single process."""
-    job, _, _ = two_worker_job
-    results = _finish(_start_job({**job, "steps": STEPS + 1, "resume": True, "distill": False}), timeout=240)
-    for code, stdout, stderr in results:
-        assert code == 0, (stdout + stderr)[-3000:]
-    resumed = [_losses(stdout)["supervised"] for _, stdout, _ in results]
-    assert len(resumed[0]) == 1 and resumed[0] == resumed[1]
-    assert states.step_of(states.latest_state(Path(job["out"]) / "sup")) == STEPS + 1
-    longer = _single_process(*_supervised(tiny_checkpoint, tokenizer), tmp_path / "long", STEPS + 1)
-    assert resumed[0][0]["loss"] == pytest.approx(longer[-1]["loss"], rel=TOLERANCE)
-
-
-def test_a_dead_worker_stops_the_other_with_a_message(tiny_checkpoint, spread_checkpoint, tmp_path):
-    """Worker 1 exits hard at step 2: the chief stops with one line (exit 2) within seconds, not a hang."""
-    job = {"ckpt": str(tiny_checkpoint), "teacher": str(spread_checkpoint), "out": str(tmp_path / "job"),
-           "steps": 50, "resume": False, "distill": False, "die_at": 2}
+def test_a_dead_worker_stops_the_chief_and_the_restarted_job_resumes_from_its_state(tiny_checkpoint, tokenizer,
+                                                                                     tmp_path):
+    """Supervised stage, 4 steps, states every 2: worker 1 exits hard at step 3, and the chief stops
+    with one line (exit 2) within seconds, not a hang. The same job restarted with --resume continues
+    from the chief's state of step 2: its steps 3 and 4 equal an uninterrupted single process's."""
+    job = {"ckpt": str(tiny_checkpoint), "out": str(tmp_path / "job"), "steps": 4, "resume": False,
+           "stages": ["supervised"], "die_at": 3}
     start = time.perf_counter()
     (chief_code, chief_out, chief_err), (worker_code, _, _) = _finish(_start_job(job, die=1), timeout=120)
     took = time.perf_counter() - start
@@ -216,13 +211,25 @@ def test_a_dead_worker_stops_the_other_with_a_message(tiny_checkpoint, spread_ch
     assert chief_code == 2, (chief_out + chief_err)[-3000:]
     assert "ERROR multi-worker training stopped on worker:0: another worker died" in chief_out, chief_out[-2000:]
     assert took < 120
+    sup = Path(job["out"]) / "sup"
+    assert [states.step_of(p) for p in states.list_states(sup)] == [2]
+
+    results = _finish(_start_job({**job, "resume": True, "die_at": None}), timeout=240)
+    for code, stdout, stderr in results:
+        assert code == 0, (stdout + stderr)[-3000:]
+    resumed = [_losses(stdout)["supervised"] for _, stdout, _ in results]
+    assert len(resumed[0]) == 2 and resumed[0] == resumed[1]
+    assert states.step_of(states.latest_state(sup)) == 4
+    longer = _single_process(*_supervised(tiny_checkpoint, tokenizer), tmp_path / "long", 4)
+    _assert_same_losses(resumed[0], longer[2:], "supervised", {})
 
 
 def test_a_worker_alone_stops_at_start_up_with_a_message(tiny_checkpoint, tmp_path):
     """A cluster of two of which one worker never starts: the chief (which leads TensorFlow's
     coordination) and, in another job, the other worker each stop with one line and exit 2
     once the timeout has passed, instead of waiting for ever."""
-    job = {"ckpt": str(tiny_checkpoint), "out": "", "steps": 2, "resume": False, "distill": False, "timeout": 5}
+    job = {"ckpt": str(tiny_checkpoint), "out": "", "steps": 2, "resume": False, "stages": ["supervised"],
+           "timeout": 5}
     start = time.perf_counter()
     alone = [_start_job({**job, "out": str(tmp_path / f"job{i}")}, start=(i,))[0] for i in (0, 1)]
     (chief_code, chief_out, chief_err), (worker_code, worker_out, worker_err) = _finish(alone, timeout=120)

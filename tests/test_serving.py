@@ -95,7 +95,10 @@ GENERATE = {"text": "我喜欢北京", "n": 6, "seed": 7}
 
 
 def test_string_signatures_match_simmodel_in_plain_tensorflow(savedmodel, tiny_model, tmp_path):
+    """The SavedModel in a process with only TensorFlow (+ tensorflow-text): text and id signatures
+    give SimModel's ids, vectors and similarities; generate_text's candidates are scored as SimModel scores them."""
     assert "encode_text" in savedmodel.checked and savedmodel.max_diff <= ex.TOLERANCE["savedmodel"]
+    assert (savedmodel.path / "assets.extra" / "vocab.txt").exists()
     assert "generate_text equal to generate" in savedmodel.checked
     texts = list(ex.VERIFY_TEXTS) + ["我喜欢北京", "Café naïve RÉSUMÉ ＡＢＣ全角 unaffable", "今天天气不错" * 20]
     (tmp_path / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
@@ -109,6 +112,16 @@ def test_string_signatures_match_simmodel_in_plain_tensorflow(savedmodel, tiny_m
         vectors = loaded.signatures["encode_text"](text=texts)["vectors"].numpy()
         sims = loaded.signatures["similarity_text"](text_a=texts, text_b=texts[::-1])["similarity"].numpy()
         assert np.allclose(loaded.encode_text(texts)["vectors"].numpy(), vectors, atol=1e-6)
+        # the id signatures, fed those ids: the same vectors and similarities
+        seg = tf.zeros_like(ids)
+        by_ids = loaded.signatures["encode"](token_ids=ids, segment_ids=seg)["vectors"].numpy()
+        assert np.array_equal(loaded.signatures["serving_default"](token_ids=ids, segment_ids=seg)["vectors"].numpy(),
+                              by_ids)
+        assert np.allclose(loaded.encode(ids, seg)["vectors"].numpy(), by_ids, atol=1e-6)
+        assert np.allclose(by_ids, vectors, atol=1e-6)
+        sims_ids = loaded.signatures["similarity"](token_ids_a=ids, segment_ids_a=seg, token_ids_b=ids[::-1],
+                                                   segment_ids_b=seg)["similarity"].numpy()
+        assert np.allclose(sims_ids, sims, atol=1e-6)
         gen = json.loads(sys.argv[6])
         out = loaded.signatures["generate_text"](
             text=tf.constant(gen["text"]), n=tf.constant(gen["n"]), seed=tf.constant(gen["seed"], tf.int64)
