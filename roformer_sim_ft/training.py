@@ -327,7 +327,9 @@ def _build(objective, batches, config: TrainConfig, out_dir: Path, settings: dic
         lengths open, so batches of other lengths (bucketing) reuse the one graph."""
         signature = [element_spec, tf.TensorSpec([], tf.float32)] if role.multi_worker else [element_spec]
 
-        @tf.function(jit_compile=config.jit_compile, input_signature=signature)
+        # autograph=False: the step and the layers it calls branch on Python values only;
+        # converting them made a run's start-up slower (docs/PERFORMANCE.md, "One trace per run").
+        @tf.function(jit_compile=config.jit_compile, input_signature=signature, autograph=False)
         def train_step(batch, stop=None):
             results = (strategy.run(replica_step, args=(batch,)) if stop is None
                        else strategy.run(worker_step, args=(batch, stop)))
