@@ -381,7 +381,8 @@ def main(argv=None) -> int:
     for name, start, _ in STAGES:
         folder = out / name
         entry = stage_results.setdefault(name, {"invocations": []})
-        if stage_done(folder, steps_of[name]):
+        ran = not stage_done(folder, steps_of[name])
+        if not ran:
             log(f"{name}: finished earlier ({steps_of[name]} steps), skipped")
         else:
             entry.pop("eval", None)
@@ -405,7 +406,8 @@ def main(argv=None) -> int:
         if name == "pretrained" and "pretrained" not in base:
             base["pretrained"] = curve.evaluator(SimModel.load(folder)).as_dict()
         save()
-        plot(results, out, Path(args.png))
+        if ran and name != STAGES[-1][0]:  # the curves gained a stage (the end redraws them once more)
+            plot(results, out, Path(args.png))
 
     results["load_average_end"] = os.getloadavg()
     save()
