@@ -406,7 +406,7 @@ def main(argv=None) -> int:
         if name == "pretrained" and "pretrained" not in base:
             base["pretrained"] = curve.evaluator(SimModel.load(folder)).as_dict()
         save()
-        if ran and name != STAGES[-1][0]:  # the curves gained a stage (the end redraws them once more)
+        if ran:  # the curves gained a stage
             plot(results, out, Path(args.png))
 
     results["load_average_end"] = os.getloadavg()
