@@ -16,9 +16,13 @@ from roformer_sim_ft.evaluation import PROBES
 def _hand_spearman(model, path):
     with open(path, encoding="utf-8", newline="") as f:
         rows = [r for r in csv.reader(f, delimiter="\t")]
+    # Each distinct text gets one vector, so a pair listed in both orders scores the same: the same text
+    # encoded in batches of other shapes differs in the last bits on some CPUs, and breaks that tie.
     # Cosines in float64: float32 dot products round pairs whose cosines differ in the 8th digit to one
     # value, and those made-up ties move Spearman by more than the tolerance on some CPUs.
-    a, b = (np.asarray(model.encode([r[i].strip() for r in rows]), np.float64) for i in (0, 1))
+    texts = sorted({r[i].strip() for r in rows for i in (0, 1)})
+    vector = dict(zip(texts, np.asarray(model.encode(texts), np.float64)))
+    a, b = (np.stack([vector[r[i].strip()] for r in rows]) for i in (0, 1))
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return 100 * stats.spearmanr(cos, [float(r[2]) for r in rows]).correlation, len(rows)
 
