@@ -293,8 +293,10 @@ def _save_tensors(prefix: Path, weights: Mapping[str, np.ndarray]) -> None:
 
 
 def write_config_vocab(folder: str | os.PathLike, config: Mapping, vocab: Sequence[str]) -> None:
-    """Write ``bert_config.json`` and ``vocab.txt`` into ``folder`` (a folder being built, not yet in place)."""
+    """Write ``bert_config.json`` and ``vocab.txt`` into ``folder`` (a folder being built, not yet in
+    place), creating it when missing."""
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     with open(folder / CONFIG_NAME, "w", encoding="utf-8") as f:
         json.dump(dict(config), f, indent=2, ensure_ascii=False)
         f.write("\n")

@@ -153,15 +153,10 @@ def _atomic_dir(out: Path, format: str) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _write_config_vocab(model: SimModel, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    checkpoints.write_config_vocab(folder, model.config, model.vocab)
-
-
 # ------------------------------------------------------------------ h5
 def _write_h5(model: SimModel, folder: Path) -> None:
     model.model.save_weights(str(folder / H5_NAME), save_format="h5")
-    _write_config_vocab(model, folder)
+    checkpoints.write_config_vocab(folder, model.config, model.vocab)
 
 
 def _verify_h5(model: SimModel, folder: Path, token_ids: np.ndarray) -> tuple[np.ndarray, str]:
@@ -345,7 +340,7 @@ def _write_keras(model: SimModel, folder: Path) -> None:
     native = keras3.build_model(model.config)
     keras3.set_released_weights(native, model.get_weights(), model.config)
     native.save(str(folder / KERAS_ARCHIVE))
-    _write_config_vocab(model, folder)
+    checkpoints.write_config_vocab(folder, model.config, model.vocab)
 
 
 def _verify_keras(model: SimModel, folder: Path, token_ids: np.ndarray) -> tuple[np.ndarray, str]:

@@ -244,19 +244,19 @@ class GraphDetokenizer(tf.Module):
             keep &= tf.cast(mask, tf.bool)
         rows = tf.shape(ids)[0]
 
-        def step(t, text, last_cjk, count):  # one token per row, as bert4keras's loop
+        def step(t, text, last_cjk):  # one token per row, as bert4keras's loop
             token, kept = ids[:, t], keep[:, t]
-            glued = (count > 0) & last_cjk  # a word right after a CJK character takes no space
             piece = tf.gather(pieces, token)
-            piece = tf.where(tf.gather(words, token) & ~glued, tf.strings.join([" ", piece]), piece)
+            # a word right after a CJK character takes no space
+            piece = tf.where(tf.gather(words, token) & ~last_cjk, tf.strings.join([" ", piece]), piece)
             text = tf.where(kept, tf.strings.join([text, piece]), text)
             last_cjk = tf.where(kept & tf.gather(nonempty, token), tf.gather(ends_cjk, token), last_cjk)
-            return t + 1, text, last_cjk, count + tf.cast(kept, tf.int32)
+            return t + 1, text, last_cjk
 
-        _, text, _, _ = tf.while_loop(
+        _, text, _ = tf.while_loop(
             lambda t, *_: t < tf.shape(ids)[1],
             step,
-            (tf.constant(0), tf.fill([rows], ""), tf.zeros([rows], tf.bool), tf.zeros([rows], tf.int32)),
+            (tf.constant(0), tf.fill([rows], ""), tf.zeros([rows], tf.bool)),
         )
         text = tf.strings.regex_replace(text, " +", " ")
         text = tf.strings.regex_replace(text, "' (re|m|s|t|ve|d|ll) ", "'\\1 ")

@@ -135,7 +135,6 @@ def write(model: SimModel, folder: Path) -> None:
         if hasattr(module, name):
             signatures[name] = getattr(module, name).get_concrete_function()
     tf.saved_model.save(module, str(folder), signatures=signatures)
-    (folder / "assets.extra").mkdir(parents=True, exist_ok=True)
     checkpoints.write_config_vocab(folder / "assets.extra", model.config, model.vocab)
 
 
