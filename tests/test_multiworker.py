@@ -244,7 +244,7 @@ def test_a_worker_alone_stops_at_start_up_with_a_message(tiny_checkpoint, tmp_pa
     assert ("ERROR multi-worker start-up stopped on worker:0: worker:1 did not join within 5 s; start every worker"
             in chief_out), chief_out[-2000:]
     assert worker_code == 2, (worker_out + worker_err)[-3000:]
-    assert "ERROR multi-worker start-up stopped on worker:1: could not reach the chief within 5 s" in worker_out, \
+    assert "ERROR multi-worker start-up stopped on worker:1: could not reach the chief (worker:0) within 5 s" in worker_out, \
         worker_out[-2000:]
     claimed = tmp_path / "job0" / "sup"  # the chief's folder: claimed (manifest) but no model and no state,
     assert states.latest_state(claimed) is None and not (claimed / "bert_model.ckpt.index").exists()
