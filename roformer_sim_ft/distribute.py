@@ -172,12 +172,10 @@ def _not_joined(error: Exception, timeout: Optional[float]) -> str:
     if missing:
         what = f"{', '.join(missing)} did not join {waited}"
     else:
-        from tensorflow.python.distribute import multi_worker_util
         from tensorflow.python.distribute.cluster_resolver import TFConfigClusterResolver
 
-        leader = multi_worker_util.coordination_leader(TFConfigClusterResolver().cluster_spec())
-        kind, index = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)", leader).groups()
-        what = f"could not reach the chief ({kind}:{index}) {waited}"
+        chief = "chief:0" if "chief" in TFConfigClusterResolver().cluster_spec().jobs else "worker:0"  # as role()
+        what = f"could not reach the chief ({chief}) {waited}"
     return (f"multi-worker start-up stopped on {me.task}: {what}; start every worker of {ENV}'s cluster, "
             "check its host:port addresses, or raise --collective-timeout")
 
