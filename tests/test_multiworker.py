@@ -18,7 +18,7 @@ import pytest
 
 from roformer_sim_ft import batches as B
 from roformer_sim_ft import checkpoints, readers, states, training
-from roformer_sim_ft.distribute import Role, role
+from roformer_sim_ft.distribute import Role, _not_joined, role
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.objectives import DistillObjective, Stage1Objective, SupervisedObjective
 
@@ -266,3 +266,12 @@ def test_role_from_tf_config():
         role({"TF_CONFIG": json.dumps({"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": spec["task"]})})
     with pytest.raises(RoformerSimError, match="task worker:3 is not in the cluster"):
         role({"TF_CONFIG": json.dumps({**spec, "task": {"type": "worker", "index": 3}})})
+
+
+@pytest.mark.parametrize("cluster, chief", [({"worker": ["a:1", "b:2"]}, "worker:0"),
+                                            ({"chief": ["c:0"], "worker": ["a:1"]}, "chief:0")])
+def test_a_worker_that_cannot_reach_the_chief_names_the_chief_task(monkeypatch, cluster, chief):
+    last = {"type": "worker", "index": len(cluster["worker"]) - 1}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": last}))
+    text = _not_joined(RuntimeError("DEADLINE_EXCEEDED: barrier"), 5)
+    assert f"could not reach the chief ({chief}) within 5 s" in text
