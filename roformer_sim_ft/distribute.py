@@ -38,13 +38,17 @@ COLLECTIVE_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError
 class Role:
     """This process's place in the job: ``workers`` tasks in all, this one ``task`` (``type:index``).
 
-    The chief (task ``chief:0``, else ``worker:0``) alone writes what the user
-    sees; a single-machine run is its own chief.
+    The chief, ``chief_task`` (``chief:0``, else ``worker:0``), alone writes
+    what the user sees; a single-machine run is its own chief.
     """
 
     workers: int = 1
     task: str = "worker:0"
-    chief: bool = True
+    chief_task: str = "worker:0"
+
+    @property
+    def chief(self) -> bool:
+        return self.task == self.chief_task
 
     @property
     def multi_worker(self) -> bool:
@@ -73,9 +77,8 @@ def role(env: Optional[Mapping[str, str]] = None) -> Role:
         raise RoformerSimError(f"{ENV}: task {kind}:{index} is not in the cluster ({sizes})")
     if sizes.get("chief", 0) > 1:
         raise RoformerSimError(f"{ENV}: a cluster has at most one chief, got {sizes['chief']}")
-    workers = sum(sizes.values())
-    chief = kind == "chief" or (kind == "worker" and index == 0 and not sizes.get("chief"))
-    return Role(workers=workers, task=f"{kind}:{index}", chief=chief)
+    chief_task = "chief:0" if sizes.get("chief") else "worker:0"
+    return Role(workers=sum(sizes.values()), task=f"{kind}:{index}", chief_task=chief_task)
 
 
 def make_strategy(devices: Optional[int] = None, timeout: Optional[float] = None,
@@ -172,10 +175,7 @@ def _not_joined(error: Exception, timeout: Optional[float]) -> str:
     if missing:
         what = f"{', '.join(missing)} did not join {waited}"
     else:
-        from tensorflow.python.distribute.cluster_resolver import TFConfigClusterResolver
-
-        chief = "chief:0" if "chief" in TFConfigClusterResolver().cluster_spec().jobs else "worker:0"  # as role()
-        what = f"could not reach the chief ({chief}) {waited}"
+        what = f"could not reach the chief ({me.chief_task}) {waited}"
     return (f"multi-worker start-up stopped on {me.task}: {what}; start every worker of {ENV}'s cluster, "
             "check its host:port addresses, or raise --collective-timeout")
 

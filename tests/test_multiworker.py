@@ -255,9 +255,12 @@ def test_a_worker_alone_stops_at_start_up_with_a_message(tiny_checkpoint, tmp_pa
 def test_role_from_tf_config():
     assert role({}) == Role()
     spec = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
-    assert role({"TF_CONFIG": json.dumps(spec)}) == Role(workers=2, task="worker:1", chief=False)
+    assert role({"TF_CONFIG": json.dumps(spec)}) == Role(workers=2, task="worker:1", chief_task="worker:0")
+    assert not role({"TF_CONFIG": json.dumps(spec)}).chief and role({}).chief
     spec = {"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}
-    assert role({"TF_CONFIG": json.dumps(spec)}) == Role(workers=2, task="worker:0", chief=False)
+    assert role({"TF_CONFIG": json.dumps(spec)}) == Role(workers=2, task="worker:0", chief_task="chief:0")
+    assert not role({"TF_CONFIG": json.dumps(spec)}).chief
+    assert role({"TF_CONFIG": json.dumps({**spec, "task": {"type": "chief", "index": 0}})}).chief
     one = {"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}
     assert not role({"TF_CONFIG": json.dumps(one)}).multi_worker
     with pytest.raises(RoformerSimError, match="TF_CONFIG is not a cluster spec"):
