@@ -33,14 +33,30 @@ def _check_batching(batch_size: int, maxlen: int, pad_to: int = 1, bucket: int =
             raise RoformerSimError(f"{name} must be an integer >= 1, got {value}")
 
 
+def _spread(weight: dict[int, int]) -> list[int]:
+    """One run of the interleave: ``weight[j]`` slots for each source j, evenly spaced (see :class:`_RoundRobin`)."""
+    total = sum(weight.values())
+    slots: list[int | None] = [None] * total
+    for j in sorted(weight, key=lambda j: -weight[j]):  # stable: equal weights keep source order
+        for k in range(weight[j]):
+            pos = (2 * k * total + weight[j]) // (2 * weight[j])  # round(k * total / weight[j]), halves up
+            while slots[pos % total] is not None:
+                pos += 1
+            slots[pos % total] = j
+    return slots
+
+
 class _RoundRobin:
     """Which record the t-th sample is: weighted round-robin over the non-empty sources.
 
     Without weights, 1:1:...; with integer ``weights``, every run of
-    ``sum(weights)`` samples takes ``weights[j]`` from source j, spread evenly
-    (smooth weighted round-robin: 2,1,1 gives sources 0,1,2,0). Source j is
-    read in a permutation drawn afresh for every pass from
-    ``default_rng([seed, j, pass])``, so any position is computed without replay.
+    ``sum(weights)`` samples takes ``weights[j]`` from source j, spread evenly:
+    heaviest source first (ties in source order), the k-th sample of source j
+    takes the first free slot at or after ``round(k * sum / weights[j])``. So
+    2,1,1 gives sources 0,1,0,2, the reference's f1, f2, f1, f3
+    (``train/stage2.py:55-73``). Source j is read in a permutation drawn afresh
+    for every pass from ``default_rng([seed, j, pass])``, so any position is
+    computed without replay.
     """
 
     def __init__(self, sizes: Sequence[int], seed: int, weights: Sequence[int] | None = None):
@@ -53,16 +69,8 @@ class _RoundRobin:
         self.active = [j for j, s in enumerate(self.sizes) if s > 0]
         if not self.active:
             raise RoformerSimError("no examples to batch")
-        weight = {j: 1 if self.weights is None else self.weights[j] for j in self.active}
-        self.weight = weight
-        current = dict.fromkeys(self.active, 0)
-        self.pattern: list[int] = []
-        for _ in range(sum(weight.values())):
-            for j in self.active:
-                current[j] += weight[j]
-            pick = max(self.active, key=lambda j: current[j])  # first of the largest
-            current[pick] -= sum(weight.values())
-            self.pattern.append(pick)
+        self.weight = {j: 1 if self.weights is None else self.weights[j] for j in self.active}
+        self.pattern = _spread(self.weight)
         self._before = [self.pattern[:k].count(j) for k, j in enumerate(self.pattern)]
         self._perms: dict[int, tuple[int, np.ndarray]] = {}
 

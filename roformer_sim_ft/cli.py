@@ -135,10 +135,15 @@ def _add_loop_args(p: argparse.ArgumentParser, stage: type[StageSettings]) -> No
                    help=f"(default {own('learning_rate')})")
     g.add_argument("--weight-decay", type=float, default=own("weight_decay"))
     g.add_argument("--warmup-steps", type=int, default=loop("warmup_steps"))
+    g.add_argument("--adam-epsilon", type=float, default=loop("adam_epsilon"),
+                   help=f"Adam's epsilon, added to sqrt(v) (default {loop('adam_epsilon'):g}: keras 2.3.1's, as the "
+                   f"published models; bert4keras's own TF2 Adam uses 1e-6)")
     g.add_argument("--dropout", type=float, default=own("dropout_rate"),
                    help="dropout of embeddings and hidden layers (bert4keras's dropout_rate)")
-    g.add_argument("--attention-dropout", type=float, default=own("attention_dropout_rate"),
-                   help="dropout on attention probabilities (default: the checkpoint config's attention_probs_dropout_prob)")
+    g.add_argument("--attention-dropout", type=_rate_or_config, default=own("attention_dropout_rate"), metavar="R",
+                   help=f"dropout on the attention probabilities, or 'config' for the checkpoint config's "
+                   f"attention_probs_dropout_prob (default {own('attention_dropout_rate')}: bert4keras 0.10.6, which "
+                   f"made the published models, has none)")
     g.add_argument("--maxlen", type=int, default=own("maxlen"))
     g.add_argument("--seed", type=int, default=loop("seed"))
     g.add_argument("--save-every", type=int, default=loop("save_every"),
@@ -176,7 +181,7 @@ def _loop_config(args: argparse.Namespace) -> TrainConfig:
         allow_changed_settings=args.allow_changed_settings, devices=args.devices,
         mixed_precision=PRECISIONS.get(args.mixed_precision), jit_compile=args.xla,
         show_progress=False if args.no_progress else None, collective_timeout=args.collective_timeout,
-        tensorboard=not args.no_tensorboard, tensorboard_dir=args.tensorboard,
+        tensorboard=not args.no_tensorboard, tensorboard_dir=args.tensorboard, adam_epsilon=args.adam_epsilon,
     )
 
 
@@ -228,11 +233,24 @@ def _run_train(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def _add_pair_args(p: argparse.ArgumentParser) -> None:
+    """The data flags of the two stages on pairs of similar texts (stage 1 and distillation)."""
+    p.add_argument("--pairs", action="append", default=[], help='jsonl of {"text","synonyms"} or {"text_a","text_b"} (repeatable)')
+    p.add_argument("--from-labeled", help="use the positive pairs of a senteval_cn/CNSD data folder")
+    p.add_argument("--weights", help="interleave the sources (each --pairs file, then --from-labeled) by these integers, "
+                   "e.g. 2,1,1 as the reference's f1,f2,f1,f3 (default: every group pooled)")
+
+
+def _pair_weights(args: argparse.Namespace) -> tuple[int, ...] | None:
+    if not args.pairs and not args.from_labeled:
+        raise RoformerSimError("give --pairs FILE or --from-labeled DIR")
+    return parse_weights(args.weights, len(args.pairs) + bool(args.from_labeled))
+
+
 def _args_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True, help="the fine-tuned encoder (output of `train`)")
     p.add_argument("--student", required=True, help="the UniLM RoFormer-Sim to distil into (the original, or `train`'s output)")
-    p.add_argument("--pairs", action="append", default=[], help='jsonl of {"text","synonyms"} or {"text_a","text_b"} (repeatable)')
-    p.add_argument("--from-labeled", help="use the positive pairs of a senteval_cn/CNSD data folder")
+    _add_pair_args(p)
     p.add_argument("--similarity-weight", type=float, default=_default(DistillSettings, "similarity_weight"))
     _add_loop_args(p, DistillSettings)
 
@@ -241,9 +259,7 @@ def _args_distill(p: argparse.ArgumentParser) -> None:
 def _run_distill(args: argparse.Namespace) -> int:
     from .pipeline import distill
 
-    if not args.pairs and not args.from_labeled:
-        raise RoformerSimError("give --pairs FILE or --from-labeled DIR")
-    settings = DistillSettings(similarity_weight=args.similarity_weight, **_stage_args(args))
+    settings = DistillSettings(similarity_weight=args.similarity_weight, weights=_pair_weights(args), **_stage_args(args))
     result = distill(args.teacher, args.student, _loop_config(args), args.pairs, args.from_labeled, settings,
                      eval_dir=args.eval_data, eval_split=args.eval_split, allow_eval_overlap=args.allow_eval_overlap)
     _print_result(result)
@@ -253,10 +269,7 @@ def _run_distill(args: argparse.Namespace) -> int:
 def _args_pretrain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True,
                    help="a RoFormer (a pooler or MLM head it lacks is initialised), a RoFormer-Sim(-FT), or `init`'s output")
-    p.add_argument("--pairs", action="append", default=[], help='jsonl of {"text","synonyms"} or {"text_a","text_b"} (repeatable)')
-    p.add_argument("--from-labeled", help="use the positive pairs of a senteval_cn/CNSD data folder")
-    p.add_argument("--weights", help="interleave the sources (each --pairs file, then --from-labeled) by these integers, "
-                   "e.g. 2,1,1 as the reference's f1,f2,f1,f3 (default: every group pooled)")
+    _add_pair_args(p)
     p.add_argument("--similarity-scale", type=float, default=_default(Stage1Settings, "similarity_scale"),
                    help="scale of the cosines in the similarity softmax (default %(default)s)")
     _add_loop_args(p, Stage1Settings)
@@ -266,10 +279,7 @@ def _args_pretrain(p: argparse.ArgumentParser) -> None:
 def _run_pretrain(args: argparse.Namespace) -> int:
     from .pipeline import pretrain
 
-    if not args.pairs and not args.from_labeled:
-        raise RoformerSimError("give --pairs FILE or --from-labeled DIR")
-    weights = parse_weights(args.weights, len(args.pairs) + bool(args.from_labeled))
-    settings = Stage1Settings(similarity_scale=args.similarity_scale, weights=weights, **_stage_args(args))
+    settings = Stage1Settings(similarity_scale=args.similarity_scale, weights=_pair_weights(args), **_stage_args(args))
     result = pretrain(args.checkpoint, _loop_config(args), args.pairs, args.from_labeled, settings,
                       eval_dir=args.eval_data, eval_split=args.eval_split, allow_eval_overlap=args.allow_eval_overlap)
     _print_result(result)
@@ -324,6 +334,8 @@ def _args_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrain-batch-size", type=int, default=pre("batch_size"))
     p.add_argument("--pretrain-lr", type=float, default=pre("learning_rate"))
     p.add_argument("--pairs", action="append", default=[], help="extra distillation pairs (jsonl)")
+    p.add_argument("--distill-weights", help="interleave the distillation sources (each --pairs file, then the "
+                   "positives of --data) by these integers, e.g. 2,1,1 (default: every group pooled)")
     p.add_argument("--splits", default=",".join(sup("splits")), help="training splits of --data (both stages)")
     p.add_argument("--eval-data", help="folder evaluated at the end (default: --data)")
     p.add_argument("--eval-split", default="valid", help="must not be a training split (see --allow-eval-overlap)")
@@ -352,13 +364,14 @@ def _run_pipeline(args: argparse.Namespace) -> None:
                        overwrite=args.overwrite)
     splits = _csv(args.splits)
     weights = parse_weights(args.pretrain_weights, len(args.pretrain_data))
+    distill_weights = parse_weights(args.distill_weights, len(args.pairs) + 1)
     run_pipeline(
         args.checkpoint, args.data, args.out,
         replace(loop, steps=args.supervised_steps), replace(loop, steps=args.distill_steps),
         SupervisedSettings(batch_size=args.supervised_batch_size, bucket=args.supervised_bucket,
                            learning_rate=args.supervised_lr, splits=splits),
         DistillSettings(batch_size=args.distill_batch_size, bucket=args.distill_bucket,
-                        learning_rate=args.distill_lr, labeled_splits=splits),
+                        learning_rate=args.distill_lr, labeled_splits=splits, weights=distill_weights),
         pair_files=args.pairs, eval_dir=args.eval_data, eval_split=args.eval_split, synonyms_of=args.synonyms_of,
         allow_eval_overlap=args.allow_eval_overlap,
         pretrain_files=args.pretrain_data, pretrain_config=replace(loop, steps=args.pretrain_steps),
@@ -381,6 +394,16 @@ def _run_generate(args: argparse.Namespace) -> None:
 
     for sentence in SimModel.load(args.checkpoint).gen_synonyms(args.text, n=args.n, k=args.k, seed=args.seed):
         print(sentence)
+
+
+def _rate_or_config(text: str) -> float | None:
+    """``--attention-dropout``: a rate, or ``config`` (None) for the checkpoint config's."""
+    if text.strip().lower() == "config":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a rate such as 0.1 or 'config', got {text!r}") from None
 
 
 def _csv(text: str) -> list[str]:

@@ -96,8 +96,8 @@ class SimModel:
         self.tokenizer = make_tokenizer(self.vocab)
         build_args = {k: self.config[k] for k in _BUILD_KEYS if k in self.config}
         # As bert4keras's build_transformer_model: a rate not given comes from the
-        # config (hidden_dropout_prob, attention_probs_dropout_prob). The reference
-        # stages pass dropout_rate=0.2 only, so their attention dropout stays 0.1.
+        # config (hidden_dropout_prob, attention_probs_dropout_prob). The training
+        # stages pass both (roformer_sim_ft.settings.StageSettings).
         if dropout_rate is not None:
             build_args["dropout_rate"] = dropout_rate
         if attention_dropout_rate is not None:

@@ -19,6 +19,7 @@ from . import checkpoints, losses
 from .errors import RoformerSimError
 from .model import SimModel
 from .packed_unilm import PackedUniLM
+from .settings import StageSettings
 
 SUPERVISED_OBJECTIVES = ("concat", *losses.COSINE_LOSSES)
 HEADS = ("shared", "separate")
@@ -79,8 +80,9 @@ class SupervisedObjective(Objective):
     cosine losses (``cos-mse``, ``cos-mse-pm1``, ``cos-hinge``), which train the
     encoder directly. Only the encoder is saved, with the input checkpoint's
     MLM weights carried over so the distillation stage can start from it.
-    ``dropout_rate`` is the hidden dropout (the reference's 0.2); attention
-    dropout stays the config's unless ``attention_dropout_rate`` is given.
+    ``dropout_rate`` is the hidden dropout (the reference's 0.2);
+    ``attention_dropout_rate`` the attention-probability dropout (0, as the
+    reference's bert4keras 0.10.6; None: the config's).
     """
 
     name = "supervised"
@@ -92,9 +94,9 @@ class SupervisedObjective(Objective):
         objective: str = "concat",
         features: str | Sequence[str] = losses.DEFAULT_FEATURES,
         heads: str = "shared",
-        dropout_rate: float = 0.2,
+        dropout_rate: float = StageSettings.dropout_rate,
         seed: int = 0,
-        attention_dropout_rate: Optional[float] = None,
+        attention_dropout_rate: Optional[float] = StageSettings.attention_dropout_rate,
     ) -> None:
         if objective not in SUPERVISED_OBJECTIVES:
             raise RoformerSimError(f"unknown objective {objective!r}; choose from {', '.join(SUPERVISED_OBJECTIVES)}")
@@ -245,9 +247,9 @@ class DistillObjective(_UniLMObjective):
         teacher: str | os.PathLike,
         student: str | os.PathLike,
         similarity_weight: float = 100.0,
-        dropout_rate: float = 0.2,
+        dropout_rate: float = StageSettings.dropout_rate,
         target_logits_only: bool = True,
-        attention_dropout_rate: Optional[float] = None,
+        attention_dropout_rate: Optional[float] = StageSettings.attention_dropout_rate,
         packed: bool = True,
     ) -> None:
         checkpoints.resolve(teacher)
@@ -303,8 +305,9 @@ class Stage1Objective(_UniLMObjective):
             initialised (``checkpoints.init_weights`` values) and listed in
             ``initialised``.
         similarity_scale: the cosine scale of the similarity loss.
-        dropout_rate: hidden dropout (the reference's 0.2); attention dropout
-            stays the config's unless ``attention_dropout_rate`` is given.
+        dropout_rate: hidden dropout (the reference's 0.2).
+        attention_dropout_rate: attention-probability dropout (0, as the
+            reference's bert4keras 0.10.6; None: the config's).
         target_logits_only: the MLM head on the scored positions only (see
             :class:`_UniLMObjective`).
         packed: the student's dense layers on real tokens only (see
@@ -321,9 +324,9 @@ class Stage1Objective(_UniLMObjective):
         self,
         checkpoint: str | os.PathLike,
         similarity_scale: float = 20.0,
-        dropout_rate: float = 0.2,
+        dropout_rate: float = StageSettings.dropout_rate,
         target_logits_only: bool = True,
-        attention_dropout_rate: Optional[float] = None,
+        attention_dropout_rate: Optional[float] = StageSettings.attention_dropout_rate,
         init_missing_heads: bool = True,
         packed: bool = True,
     ) -> None:

@@ -34,6 +34,11 @@ def _report(reports, log=print) -> None:
             log(r.summary())
 
 
+def _weighted(pairs, weights) -> str:
+    """The data line's note on interleaved sources."""
+    return f" from {len(pairs.sizes)} sources weighted {','.join(map(str, weights))}" if weights else ""
+
+
 def _evaluator(eval_dir, split: str, tasks, skip_bad_lines: bool, training_files, allow_overlap: bool):
     """The periodic evaluator, refusing evaluation files that are also training files."""
     if eval_dir is None:
@@ -50,9 +55,21 @@ def _evaluator(eval_dir, split: str, tasks, skip_bad_lines: bool, training_files
     return evaluator
 
 
+def _attention_dropout(settings: StageSettings, checkpoint) -> float:
+    """The attention-probability dropout the stage builds: the setting, or (None) the checkpoint config's."""
+    if settings.attention_dropout_rate is not None:
+        return settings.attention_dropout_rate
+    config = checkpoints.read_config(checkpoints.resolve(checkpoint).config)
+    return float(config.get("attention_probs_dropout_prob") or 0.0)
+
+
 def _train_stage(objective, stream, settings: StageSettings, train_config: TrainConfig, reports, eval_dir,
-                 eval_split: str, tasks, allow_eval_overlap: bool, record: dict) -> training.TrainResult:
-    """What both stages share: the stage's optimiser values, the evaluator, the run record, the loop."""
+                 eval_split: str, tasks, allow_eval_overlap: bool, record: dict, model_checkpoint) -> training.TrainResult:
+    """What every stage shares: the stage's optimiser values, the evaluator, the run record, the loop.
+
+    The record holds the attention dropout the model was built with (the
+    setting, or the config's when it is None), so run.json tells which recipe made it.
+    """
     config = replace(
         train_config,
         learning_rate=settings.learning_rate if train_config.learning_rate is None else train_config.learning_rate,
@@ -61,8 +78,9 @@ def _train_stage(objective, stream, settings: StageSettings, train_config: Train
     evaluator = _evaluator(eval_dir, eval_split, tasks, settings.skip_bad_lines, [r.path for r in reports],
                            allow_eval_overlap)
     fingerprint = evaluation.fingerprint_files([r.path for r in reports])  # resume refuses other data of the same size
-    return training.train(objective, stream, config, evaluator=evaluator,
-                          settings={**record, **settings.as_record(), "data_fingerprint": fingerprint})
+    recorded = {**record, **settings.as_record(), "data_fingerprint": fingerprint,
+                "attention_dropout_rate": _attention_dropout(settings, model_checkpoint)}
+    return training.train(objective, stream, config, evaluator=evaluator, settings=recorded)
 
 
 def supervised(
@@ -95,7 +113,7 @@ def supervised(
     )
     record = {"stage": "supervised", "checkpoint": str(checkpoint), "data": str(data_dir)}
     return _train_stage(objective, stream, settings, train_config, corpus.reports, eval_dir, eval_split,
-                        settings.tasks, allow_eval_overlap, record)
+                        settings.tasks, allow_eval_overlap, record, checkpoint)
 
 
 def distill(
@@ -116,17 +134,18 @@ def distill(
         pair_files, labeled_dir=labeled_dir, splits=settings.labeled_splits, maxlen=settings.maxlen,
         skip_bad_lines=settings.skip_bad_lines,
     )
+    weights = parse_weights(settings.weights, len(pairs.sizes))
     _report(pairs.reports)
-    print(f"distillation data: {len(pairs.groups)} groups of similar texts")
+    print(f"distillation data: {len(pairs.groups)} groups of similar texts" + _weighted(pairs, weights))
     objective = DistillObjective(teacher, student, settings.similarity_weight, settings.dropout_rate,
                                  attention_dropout_rate=settings.attention_dropout_rate)
     stream = batches.DistillBatches.from_data(
-        pairs, _tokenizer(student), batch_size=settings.batch_size, maxlen=settings.maxlen, seed=train_config.seed,
-        bucket=settings.bucket, pad_to=settings.pad_to,
+        pairs, _tokenizer(student), weights=weights, batch_size=settings.batch_size, maxlen=settings.maxlen,
+        seed=train_config.seed, bucket=settings.bucket, pad_to=settings.pad_to,
     )
     record = {"stage": "distill", "teacher": str(teacher), "student": str(student)}
     return _train_stage(objective, stream, settings, train_config, pairs.reports, eval_dir, eval_split,
-                        readers.DEFAULT_TASKS, allow_eval_overlap, record)
+                        readers.DEFAULT_TASKS, allow_eval_overlap, record, student)
 
 
 def pretrain(
@@ -152,8 +171,7 @@ def pretrain(
     )
     weights = parse_weights(settings.weights, len(pairs.sizes))
     _report(pairs.reports)
-    print(f"stage-1 data: {len(pairs.groups)} groups of similar texts"
-          + (f" from {len(pairs.sizes)} sources weighted {','.join(map(str, weights))}" if weights else ""))
+    print(f"stage-1 data: {len(pairs.groups)} groups of similar texts" + _weighted(pairs, weights))
     objective = Stage1Objective(checkpoint, settings.similarity_scale, settings.dropout_rate,
                                 attention_dropout_rate=settings.attention_dropout_rate)
     if objective.initialised:
@@ -165,7 +183,7 @@ def pretrain(
     )
     record = {"stage": "pretrain", "checkpoint": str(checkpoint), "initialised": objective.initialised}
     return _train_stage(objective, stream, settings, train_config, pairs.reports, eval_dir, eval_split,
-                        readers.DEFAULT_TASKS, allow_eval_overlap, record)
+                        readers.DEFAULT_TASKS, allow_eval_overlap, record, checkpoint)
 
 
 @dataclass

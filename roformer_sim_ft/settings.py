@@ -9,6 +9,7 @@ stage-1 source weights for both). Stage values are the reference scripts'
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 from typing import Optional, Sequence
@@ -76,6 +77,9 @@ class TrainConfig:
     tensorboard: bool = True  # TensorBoard scalars (roformer_sim_ft.summaries), written by the chief alone
     tensorboard_dir: Optional[str] = None  # None: OUT/logs (LOG_DIR)
     collective_timeout: float = 600.0  # multi-worker: seconds start-up or a collective waits for the other workers
+    # keras 2.3.1's Adam, which the published models were trained with: K.epsilon(), added to sqrt(v)
+    # outside the bias correction (bert4keras's own TF2 Adam uses 1e-6).
+    adam_epsilon: float = 1e-7
 
     def log_dir(self) -> Optional[str]:
         """Where TensorBoard event files go, or None when off."""
@@ -103,6 +107,8 @@ class TrainConfig:
             raise RoformerSimError("resume and overwrite exclude each other: continue the run or start again")
         if self.keep_states < 1:
             raise RoformerSimError(f"keep_states must be at least 1, got {self.keep_states}")
+        if not (math.isfinite(self.adam_epsilon) and self.adam_epsilon > 0):
+            raise RoformerSimError(f"adam_epsilon must be a positive number, got {self.adam_epsilon}")
         if not self.collective_timeout > 0:
             raise RoformerSimError(f"collective_timeout must be positive seconds, got {self.collective_timeout}")
         for name in ("save_every", "eval_every", "warmup_steps", "log_every"):
@@ -115,9 +121,10 @@ class StageSettings:
     """What every training stage sets: batch shape, optimiser values, dropout, batching.
 
     ``dropout_rate`` is bert4keras's ``dropout_rate`` (embeddings and hidden
-    layers); attention dropout keeps the checkpoint config's
-    ``attention_probs_dropout_prob`` unless ``attention_dropout_rate`` is given,
-    as the reference. Batching: ``bucket=K`` sorts the samples of K consecutive
+    layers). ``attention_dropout_rate`` is the dropout on the attention
+    probabilities: 0 by default, as bert4keras 0.10.6 (the reference's stack)
+    has none; None takes the checkpoint config's ``attention_probs_dropout_prob``
+    (what bert4keras 0.11.5 falls back to). Batching: ``bucket=K`` sorts the samples of K consecutive
     batches by length and deals them out again (less padding); ``pad_to=N``
     rounds batch lengths up to a multiple of N (few shapes for an XLA step).
     """
@@ -127,7 +134,7 @@ class StageSettings:
     weight_decay: float = 0.01
     maxlen: int = MAXLEN
     dropout_rate: float = 0.2
-    attention_dropout_rate: Optional[float] = None
+    attention_dropout_rate: Optional[float] = 0.0
     bucket: int = 1
     pad_to: int = 1
     skip_bad_lines: bool = False
@@ -169,37 +176,41 @@ class SupervisedSettings(StageSettings):
 
 
 @dataclass
-class DistillSettings(StageSettings):
-    """The distillation stage (defaults: train/stage2.py).
+class PairSettings(StageSettings):
+    """What the two stages on pairs of similar texts share (stage 1 and distillation).
 
-    Bucketing stays off: the similarity matrix compares the rows of a batch,
-    so regrouping rows would change the objective.
+    ``weights`` interleave the sources (each pair file, then the labelled
+    folder): ``(2, 1, 1)`` is the reference's f1, f2, f1, f3; None pools every
+    group. ``labeled_splits`` are the splits whose positive pairs a labelled
+    folder gives. Bucketing stays off: the similarity loss compares every row of
+    a batch with every other, so regrouping rows would change the objective.
     """
 
-    batch_size: int = 96
-    learning_rate: float = 1e-5
-    similarity_weight: float = 100.0
+    weights: Optional[Sequence[int]] = None
     labeled_splits: Sequence[str] = DEFAULT_SPLITS
 
 
 @dataclass
-class Stage1Settings(StageSettings):
+class DistillSettings(PairSettings):
+    """The distillation stage (defaults: train/stage2.py): 100 × the MSE of the similarity matrices."""
+
+    batch_size: int = 96
+    learning_rate: float = 1e-5
+    similarity_weight: float = 100.0
+
+
+@dataclass
+class Stage1Settings(PairSettings):
     """Stage 1, making a RoFormer-Sim from a RoFormer (defaults: train/stage1.py).
 
     Batch 96 rows (48 pairs, each in both directions), AdamW lr 1e-5, weight
     decay 0.01, hidden dropout 0.2, maxlen 64, the similarity softmax's cosine
-    scale 20. ``weights`` interleave the sources (each pair file, then the
-    labelled folder) as the reference's f1, f2, f1, f3 (``(2, 1, 1)``); None
-    pools every group. Bucketing stays off: the similarity loss compares every
-    row of a batch with every other, so regrouping rows would change the
-    objective.
+    scale 20.
     """
 
     batch_size: int = 96
     learning_rate: float = 1e-5
     similarity_scale: float = 20.0
-    weights: Optional[Sequence[int]] = None
-    labeled_splits: Sequence[str] = DEFAULT_SPLITS
 
 
 def parse_weights(weights: str | Sequence[int] | None, sources: int) -> tuple[int, ...] | None:

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 from . import compat
 import tensorflow as tf
 from bert4keras.backend import keras
@@ -74,15 +76,26 @@ class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_optimizer(config: TrainConfig):
-    """AdamW with decoupled weight decay on every weight, as bert4keras's
-    ``extend_with_weight_decay(Adam)`` (epsilon 1e-6). bert4keras's own optimizers
-    use the removed ``_set_hyper`` API, so this is tf_keras's AdamW."""
+    """keras 2.3.1's Adam with bert4keras's ``extend_with_weight_decay``, as the published models were trained.
+
+    tf_keras's AdamW computes the same update: the bias-corrected step
+    ``lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + epsilon)`` with epsilon
+    outside the square root (keras 2.3.1's placement), and the decay
+    ``lr * weight_decay * x`` on every weight, taken from the weight before the
+    step (the Adam step does not depend on it). ``config.adam_epsilon`` is keras
+    2.3.1's 1e-7 by default. keras 2.3.1 holds the rates and betas in float32
+    variables, so they are given here as float32 values (the same in float32
+    training; in float64 the update then equals keras 2.3.1's to round-off).
+    bert4keras's own optimizers use the ``_set_hyper`` API, which tf_keras 2.21
+    has removed.
+    """
+    as_float32 = lambda x: float(np.float32(x))  # noqa: E731
     optimizer = keras.optimizers.AdamW(
         learning_rate=WarmupConstant(config.learning_rate, config.warmup_steps),
-        weight_decay=StageSettings.weight_decay if config.weight_decay is None else config.weight_decay,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-6,
+        weight_decay=as_float32(StageSettings.weight_decay if config.weight_decay is None else config.weight_decay),
+        beta_1=as_float32(0.9),
+        beta_2=as_float32(0.999),
+        epsilon=config.adam_epsilon,
     )
     if config.mixed_precision == "mixed_float16":
         optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
@@ -202,6 +215,7 @@ def train(
     the others train alike and keep their states in a temporary folder.
     """
     config.validate()
+    settings = {**(settings or {}), "adam_epsilon": config.adam_epsilon}
     role = distribute.role()
     if not role.chief:
         with distribute.scratch_folder() as scratch:
@@ -349,9 +363,13 @@ RESUME_IGNORED = ("checkpoint", "data", "teacher", "student", "skip_bad_lines")
 
 
 _FLAGS = {"dropout_rate": "--dropout", "attention_dropout_rate": "--attention-dropout"}
+# What a state saved before a setting was recorded was trained with.
+_UNRECORDED = {"adam_epsilon": 1e-6}
 
 
-def _shown(value) -> str:
+def _shown(value, key: str = "") -> str:
+    if value is None and key == "attention_dropout_rate":
+        return "config"  # the checkpoint config's rate, as the flag spells it
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
@@ -359,12 +377,12 @@ def _check_settings(run: _Run, state: Path, saved: dict) -> None:
     """One line naming the first setting that differs from the state's (seed and data fingerprint included)."""
     if "settings" not in saved:
         return
-    before = {**saved.get("settings", {}), "seed": saved.get("seed", run.config.seed)}
+    before = {**_UNRECORDED, **saved.get("settings", {}), "seed": saved.get("seed", run.config.seed)}
     now = {**run.settings, "seed": run.config.seed}
     for key in sorted(set(before) | set(now), key=lambda k: (k not in RESUME_FIXED, k)):
         if key in RESUME_IGNORED or json.dumps(before.get(key), default=str) == json.dumps(now.get(key), default=str):
             continue
-        b, n = _shown(before.get(key)), _shown(now.get(key))
+        b, n = _shown(before.get(key), key), _shown(now.get(key), key)
         if key in RESUME_FIXED:
             raise RoformerSimError(
                 f"--resume: {state} was trained with {key} {b}, not {n}: that is another model; start it in another --out"

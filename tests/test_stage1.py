@@ -194,7 +194,7 @@ def test_weighted_interleaving_is_a_pure_function_and_resumes(tiny_model, sample
     sources = [sample_groups[:10], sample_groups[10:13], sample_groups[13:20]]
     sampler = B._RoundRobin([len(s) for s in sources], seed=4, weights=[2, 1, 1])
     order = [sampler(t)[0] for t in range(12)]
-    assert order == [0, 1, 2, 0] * 3  # 2:1:1 in every run of four
+    assert order == [0, 1, 0, 2] * 3  # 2:1:1 in every run of four, as the reference's f1, f2, f1, f3
     assert sampler.consumed(10) == [5, 3, 2]
     firsts = [sampler(t) for t in range(40)]
     assert all(i < len(sources[j]) for j, i in firsts)
