@@ -62,8 +62,8 @@ STAGES = (
     ("supervised_from_init", "init", "supervised without stage 1 (random init + supervised)"),
 )
 # Arguments a continued run must share with the run it continues (else it is another experiment).
-FIXED_ARGS = ("shape", "vocab", "init_seed", "seed", "maxlen", "dropout", "curve_rows", "s1_batch", "s1_lr",
-              "sup_batch", "sup_lr", "dist_batch", "dist_lr")
+FIXED_ARGS = ("shape", "vocab", "init_seed", "seed", "maxlen", "dropout", "attention_dropout", "adam_epsilon",
+              "curve_rows", "s1_batch", "s1_lr", "sup_batch", "sup_lr", "dist_batch", "dist_lr")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,6 +79,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="training seed (data order, dropout, head init)")
     p.add_argument("--maxlen", type=int, default=64)
     p.add_argument("--dropout", type=float, default=0.1, help="hidden dropout of every stage")
+    p.add_argument("--attention-dropout", type=float, default=pipeline.StageSettings.attention_dropout_rate,
+                   help="attention-probability dropout of every stage (the package's default: none, as the "
+                   "published models' bert4keras 0.10.6)")
+    p.add_argument("--adam-epsilon", type=float, default=training.TrainConfig.adam_epsilon,
+                   help="Adam's epsilon (the package's default: keras 2.3.1's)")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--save-every", type=int, default=250, help="training state every N steps (resume point)")
     g = p.add_argument_group("stage 1")
@@ -187,8 +192,9 @@ def run_stage(name: str, start: Path, out: Path, args, data_dir: Path, curve: Cu
     config = training.TrainConfig(
         out_dir=str(folder), steps=steps, learning_rate=lr, weight_decay=args.weight_decay, warmup_steps=warmup,
         seed=args.seed, save_every=args.save_every, keep_states=2, eval_every=args.eval_every, log_every=10,
-        resume=resume, show_progress=False)
-    common = dict(batch_size=batch, maxlen=args.maxlen, dropout_rate=args.dropout)
+        resume=resume, show_progress=False, adam_epsilon=args.adam_epsilon)
+    common = dict(batch_size=batch, maxlen=args.maxlen, dropout_rate=args.dropout,
+                  attention_dropout_rate=args.attention_dropout)
     log(f"== {name}: from {start.name}, {steps} steps, batch {batch}, lr {lr}, warmup {warmup}"
         + (f" (resuming from {states.latest_state(folder).name})" if resume else ""))
     clock = Clock()
