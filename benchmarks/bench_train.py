@@ -3,10 +3,11 @@
 Supervised stage (default). The original side is ``train/supervised.py`` of
 ZhuiyiTechnology/roformer-sim rebuilt on today's stack: its ``corpus()`` 1:1
 generator and ``data_generator(DataGenerator)`` (``forfit()``, shuffle buffer),
-a bert4keras RoFormer encoder (``with_pool='linear'``, dropout 0.2) + ``Lambda(merge)``
+a bert4keras RoFormer encoder (``with_pool='linear'``, dropout 0.2, no attention dropout as on
+bert4keras 0.10.6) + ``Lambda(merge)``
 + ``Dense(5, use_bias=False)`` compiled with its ``special_crossentropy``, trained
 by ``model.fit``. bert4keras's own AdamW does not run on TF2, so both sides use
-tf_keras AdamW (lr 2e-5, weight decay 0.01, epsilon 1e-6). Ours is
+tf_keras AdamW (lr 2e-5, weight decay 0.01, keras 2.3.1's epsilon 1e-7). Ours is
 ``training.train(SupervisedObjective, SupervisedBatches, TrainConfig)`` with the
 stage's default ``bucket=16`` (samples of 16 consecutive batches sorted by length
 and dealt out again; see ``batches._Batches``); the ``ours-bucket1`` side samples
@@ -225,7 +226,7 @@ def special_crossentropy(y_true, y_pred):
 
 
 def adamw(learning_rate: float):
-    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=0.01, epsilon=1e-6)
+    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=0.01, epsilon=training.TrainConfig.adam_epsilon)
 
 
 def original_supervised(ckpt: Path, data: D.SupervisedData, tokenizer, batch_size: int, steps: int, seed: int):
@@ -233,7 +234,7 @@ def original_supervised(ckpt: Path, data: D.SupervisedData, tokenizer, batch_siz
         np.random.seed(seed)
         encoder = build_transformer_model(
             str(ckpt / "bert_config.json"), str(ckpt / "bert_model.ckpt"),
-            model="roformer", with_pool="linear", dropout_rate=0.2, ignore_invalid_weights=True,
+            model="roformer", with_pool="linear", dropout_rate=0.2, attention_dropout_rate=0.0, ignore_invalid_weights=True,
         )
         output = keras.layers.Lambda(merge)(encoder.output)
         output = keras.layers.Dense(5, use_bias=False)(output)
@@ -356,7 +357,7 @@ def original_distill(ckpt: Path, groups: list[D.SynonymGroup], tokenizer, batch_
         roformer = build_transformer_model(
             str(ckpt / "bert_config.json"), str(ckpt / "bert_model.ckpt"),
             model="roformer", application="unilm", with_pool="linear", with_mlm="linear",
-            dropout_rate=0.2, ignore_invalid_weights=True,
+            dropout_rate=0.2, attention_dropout_rate=0.0, ignore_invalid_weights=True,
         )
         sim_in = keras.layers.Input(shape=(None,))
         outputs = TotalLoss([2, 3])(roformer.inputs + roformer.outputs + [sim_in])
@@ -419,7 +420,7 @@ def original_stage1(ckpt: Path, groups: list[D.SynonymGroup], tokenizer, batch_s
         roformer = build_transformer_model(
             str(ckpt / "bert_config.json"), str(ckpt / "bert_model.ckpt"),
             model="roformer", application="unilm", with_pool="linear", with_mlm="linear",
-            dropout_rate=0.2, ignore_invalid_weights=True,
+            dropout_rate=0.2, attention_dropout_rate=0.0, ignore_invalid_weights=True,
         )
         outputs = TotalLoss([2, 3])(roformer.inputs + roformer.outputs)
         model = keras.models.Model(roformer.inputs, outputs)

@@ -23,7 +23,7 @@ def profile_distill(ckpt: Path, groups, tokenizer, batch_size: int, repeats: int
     tokens, segments = batch["student_token_ids"], batch["student_segment_ids"]
     t_tokens, t_segments = batch["teacher_token_ids"], batch["teacher_segment_ids"]
     variables = objective.trainable_variables
-    optimizer = keras.optimizers.AdamW(learning_rate=DistillSettings.learning_rate, weight_decay=0.01, epsilon=1e-6)
+    optimizer = training.make_optimizer(training.TrainConfig(out_dir="unused", learning_rate=DistillSettings.learning_rate))
 
     def grads_of(fn):
         """A scalar that needs every gradient (a tf.function would prune the ones not returned)."""
