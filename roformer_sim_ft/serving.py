@@ -12,6 +12,13 @@ top-p ``GENERATE_TOP_P`` and at most ``GENERATE_MAX_LEN`` tokens (the
 defaults of ``generate``, fixed at export), ``n`` at most ``SERVING_MAX_SAMPLES``, written back as text as
 ``generate`` writes them, each with its cosine to ``text``.
 
+Bad requests are refused with ``InvalidArgumentError`` and one reason naming
+the input (:func:`_check_ids`, :func:`_check_texts`, :func:`_check_pair`):
+empty text (only white space, as ``SimModel`` refuses it), rows of length 0,
+``segment_ids`` of another shape than ``token_ids``, and two batches of
+different sizes for a similarity. An empty batch gives empty outputs
+(``[0, hidden]`` vectors, ``[0]`` similarities).
+
 :mod:`roformer_sim_ft.export` calls :func:`write` and :func:`verify`.
 """
 from __future__ import annotations
@@ -34,6 +41,43 @@ STRING_SIGNATURES = ("tokenize_text", "encode_text", "similarity_text")
 VERIFY_GENERATE = {"text": "给我推荐一款红色的车，最好是SUV。", "n": 4, "seed": 2021}  # the export's generate_text check
 
 
+def _check_ids(token_ids: tf.Tensor, segment_ids: tf.Tensor, names: tuple[str, str]) -> list:
+    """Assert ops: ``segment_ids`` has the shape of ``token_ids``, and rows are not of length 0
+    (a batch of 0 rows may have any length). ``names``: the two inputs as the caller calls them."""
+    ids, segs = tf.shape(token_ids), tf.shape(segment_ids)
+    return [
+        tf.debugging.Assert(
+            tf.reduce_all(tf.equal(ids, segs)),
+            [tf.strings.format(f"{names[0]} has shape {{}} but {names[1]} {{}}; they must be the same", (ids, segs))],
+        ),
+        tf.debugging.Assert(
+            (ids[0] == 0) | (ids[1] > 0),
+            [tf.strings.format(f"{names[0]} has {{}} rows of length 0; each row needs at least [CLS]", ids[0])],
+        ),
+    ]
+
+
+def _blank(text: tf.Tensor) -> tf.Tensor:
+    """Which strings are empty or only white space (what ``str.strip`` removes): ``SimModel``'s empty text."""
+    return tf.strings.regex_full_match(text, graph_tokenizer.char_classes()["strip"] + "*")
+
+
+def _check_texts(text: tf.Tensor, name: str) -> tf.Tensor:
+    """An assert op: no string of ``text`` [batch] is empty (:func:`_blank`); the message names the first."""
+    blank = _blank(text)
+    first = tf.concat([tf.where(blank)[:, 0], tf.shape(text, out_type=tf.int64)], 0)[0]
+    return tf.debugging.Assert(~tf.reduce_any(blank), [tf.strings.format(f"{name}[{{}}] is empty", first)])
+
+
+def _check_pair(a: tf.Tensor, b: tf.Tensor, names: tuple[str, str], what: str) -> tf.Tensor:
+    """An assert op: ``a`` and ``b`` have as many rows (``what``: rows or strings), as a row-wise similarity needs."""
+    na, nb = tf.shape(a)[0], tf.shape(b)[0]
+    return tf.debugging.Assert(
+        tf.equal(na, nb),
+        [tf.strings.format(f"{names[0]} has {{}} {what} but {names[1]} has {{}}; both need the same number", (na, nb))],
+    )
+
+
 class ServingModule(tf.Module):
     """The model's serving signatures as tf.functions. The Keras model is captured,
     not tracked, so only its variables (not bert4keras's layers) are serialised.
@@ -51,17 +95,30 @@ class ServingModule(tf.Module):
         self.weights = list((model.model if generate else encoder).weights)
         spec = tf.TensorSpec([None, None], tf.int32)
 
+        def vectors_of(token_ids, segment_ids, checks=()):
+            """L2-normalised pooled vectors [batch, hidden], after ``checks`` (assert ops)."""
+            with tf.control_dependencies(list(checks)):
+                # a batch of 0 rows of length 0 (0 strings tokenised): length 1, so the pooler's [CLS] exists
+                pad = [[0, 0], [0, tf.maximum(1 - tf.shape(token_ids)[1], 0)]]
+                token_ids, segment_ids = tf.pad(token_ids, pad), tf.pad(segment_ids, pad)
+            vectors = encoder([token_ids, segment_ids], training=False)
+            return tf.math.l2_normalize(vectors, axis=-1)
+
         @tf.function(input_signature=[spec, spec])
         def encode(token_ids, segment_ids):
-            """L2-normalised pooled vectors [batch, hidden]."""
-            vectors = encoder([token_ids, segment_ids], training=False)
-            return {"vectors": tf.math.l2_normalize(vectors, axis=-1)}
+            """L2-normalised pooled vectors [batch, hidden] ([0, hidden] for 0 rows). Refused
+            (InvalidArgument): ``segment_ids`` of another shape, rows of length 0."""
+            checks = _check_ids(token_ids, segment_ids, ("token_ids", "segment_ids"))
+            return {"vectors": vectors_of(token_ids, segment_ids, checks)}
 
         @tf.function(input_signature=[spec, spec, spec, spec])
         def similarity(token_ids_a, segment_ids_a, token_ids_b, segment_ids_b):
-            """Cosine of row i of batch a with row i of batch b, [batch]."""
-            a = encode(token_ids_a, segment_ids_a)["vectors"]
-            b = encode(token_ids_b, segment_ids_b)["vectors"]
+            """Cosine of row i of batch a with row i of batch b, [batch]. Refused (InvalidArgument):
+            batches of different sizes, and what ``encode`` refuses."""
+            checks = [_check_pair(token_ids_a, token_ids_b, ("token_ids_a", "token_ids_b"), "rows")]
+            checks += _check_ids(token_ids_a, segment_ids_a, ("token_ids_a", "segment_ids_a"))
+            checks += _check_ids(token_ids_b, segment_ids_b, ("token_ids_b", "segment_ids_b"))
+            a, b = vectors_of(token_ids_a, segment_ids_a, checks), vectors_of(token_ids_b, segment_ids_b, checks)
             return {"similarity": tf.reduce_sum(a * b, axis=-1)}
 
         self.encode = encode
@@ -71,22 +128,33 @@ class ServingModule(tf.Module):
         self.tokenizer = tokenizer
         text = tf.TensorSpec([None], tf.string)
 
+        def text_vectors(text, checks=()):
+            """Vectors of raw strings [batch, hidden], after ``checks`` (assert ops)."""
+            with tf.control_dependencies(list(checks)):
+                ids = tokenizer(text)
+            return vectors_of(ids, tf.zeros_like(ids))
+
         @tf.function(input_signature=[text])
         def tokenize_text(text):
-            """bert4keras token ids ([CLS] … [SEP], maxlen, 0-padded) and segment ids 0."""
-            ids = tokenizer(text)
+            """bert4keras token ids ([CLS] … [SEP], maxlen, 0-padded) and segment ids 0, as
+            ``SimModel.tokenize``: empty text (only white space) is refused (InvalidArgument)."""
+            with tf.control_dependencies([_check_texts(text, "text")]):
+                ids = tokenizer(text)
             return {"token_ids": ids, "segment_ids": tf.zeros_like(ids)}
 
         @tf.function(input_signature=[text])
         def encode_text(text):
-            """L2-normalised vectors [batch, hidden] of raw strings, as ``SimModel.encode``."""
-            ids = tokenizer(text)
-            return encode(ids, tf.zeros_like(ids))
+            """L2-normalised vectors [batch, hidden] of raw strings, as ``SimModel.encode`` ([0, hidden]
+            for 0 strings); empty text (only white space) is refused (InvalidArgument)."""
+            return {"vectors": text_vectors(text, [_check_texts(text, "text")])}
 
         @tf.function(input_signature=[text, text])
         def similarity_text(text_a, text_b):
-            """Cosine of text_a[i] with text_b[i], [batch]."""
-            a, b = encode_text(text_a)["vectors"], encode_text(text_b)["vectors"]
+            """Cosine of text_a[i] with text_b[i], [batch]. Refused (InvalidArgument): batches of
+            different sizes, empty text (only white space)."""
+            checks = [_check_pair(text_a, text_b, ("text_a", "text_b"), "strings")]
+            checks += [_check_texts(text_a, "text_a"), _check_texts(text_b, "text_b")]
+            a, b = text_vectors(text_a, checks), text_vectors(text_b, checks)
             return {"similarity": tf.reduce_sum(a * b, axis=-1)}
 
         self.tokenize_text = tokenize_text
@@ -97,27 +165,27 @@ class ServingModule(tf.Module):
         self.detokenizer = graph_tokenizer.GraphDetokenizer(model.vocab)
         decoder = model.fast_forward.decoder(top_p=GENERATE_TOP_P < 1)
         end_id = model.tokenizer._token_end_id
-        blank = graph_tokenizer.char_classes()["strip"] + "*"
 
         @tf.function(input_signature=[
             tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64)
         ])
         def generate_text(text, n, seed):
             """``n`` candidates for ``text`` as ``generate(text, n, seed=seed)`` (string [n], in sample
-            order) and each one's cosine with ``text`` ([n], as ``gen_synonyms`` ranks them)."""
+            order) and each one's cosine with ``text`` ([n], as ``gen_synonyms`` ranks them). Refused
+            (InvalidArgument) before any sampling: empty text, ``n`` < 1 or over ``SERVING_MAX_SAMPLES``, a negative seed."""
             checks = [
-                tf.debugging.assert_positive(n, message="n must be a positive integer"),
-                tf.debugging.assert_less_equal(
-                    n, SERVING_MAX_SAMPLES, message=f"n must be at most {SERVING_MAX_SAMPLES}"
+                tf.debugging.Assert(n > 0, [tf.strings.format("n must be a positive integer, got {}", n)]),
+                tf.debugging.Assert(
+                    n <= SERVING_MAX_SAMPLES, [tf.strings.format(f"n must be at most {SERVING_MAX_SAMPLES}, got {{}}", n)]
                 ),
-                tf.debugging.assert_non_negative(seed, message="seed must be a non-negative integer"),
-                tf.debugging.Assert(~tf.strings.regex_full_match(text, blank), ["text is empty"]),
+                tf.debugging.Assert(seed >= 0, [tf.strings.format("seed must be a non-negative integer, got {}", seed)]),
+                tf.debugging.Assert(~_blank(text), ["text is empty"]),
             ]
             with tf.control_dependencies(checks):
-                source = tokenizer(text[None])[0]
+                source, n, seed = tokenizer(text[None])[0], tf.identity(n), tf.identity(seed)
             tokens, _, _ = decoder(source, n, GENERATE_MAX_LEN, seed_pair(seed), GENERATE_TOP_P, 0)
             candidates = self.detokenizer(tokens, mask=tf.cumsum(tf.cast(tokens == end_id, tf.int32), axis=1) == 0)
-            vectors = encode_text(tf.concat([text[None], candidates], 0))["vectors"]
+            vectors = text_vectors(tf.concat([text[None], candidates], 0))  # a candidate may be ""
             return {"candidates": candidates, "similarity": tf.linalg.matvec(vectors[1:], vectors[0])}
 
         self.generate_text = generate_text

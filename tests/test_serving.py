@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -173,6 +174,108 @@ def test_generate_text_equals_generate_repeats_and_refuses_bad_input(savedmodel,
                                    ("北京", 2, -1, "seed must be a non-negative integer")]:
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             run(text, n, seed)
+
+
+@pytest.fixture(scope="module")
+def signatures(savedmodel):
+    """The exported SavedModel's signatures, loaded once; each takes keyword numpy arrays."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(savedmodel.path))
+
+    def call(f):
+        specs = f.structured_input_signature[1]
+        return lambda **kw: {k: v.numpy() for k, v in f(**{a: tf.constant(b, specs[a].dtype) for a, b in kw.items()}).items()}
+
+    return {name: call(f) for name, f in loaded.signatures.items()}
+
+
+def _texts(*texts: str) -> list[str]:
+    return list(texts)
+
+
+def _ids(rows: int, length: int, value: int = 101) -> np.ndarray:
+    return np.full([rows, length], value, np.int32)
+
+
+def test_empty_batches_give_empty_outputs(signatures):
+    """0 strings, or 0 rows of ids (of any length, 0 included: what tokenize_text gives for 0 strings)."""
+    assert signatures["tokenize_text"](text=_texts())["token_ids"].shape[0] == 0
+    assert signatures["encode_text"](text=_texts())["vectors"].shape == (0, 32)
+    assert signatures["similarity_text"](text_a=_texts(), text_b=_texts())["similarity"].shape == (0,)
+    for length in (0, 5):
+        assert signatures["encode"](token_ids=_ids(0, length), segment_ids=_ids(0, length, 0))["vectors"].shape == (0, 32)
+        empty = {"token_ids_a": _ids(0, length), "segment_ids_a": _ids(0, length, 0)}
+        empty.update(token_ids_b=_ids(0, length), segment_ids_b=_ids(0, length, 0))
+        assert signatures["similarity"](**empty)["similarity"].shape == (0,)
+
+
+def _pair(rows_a: int, rows_b: int, segment_length_b: int = 3) -> dict:
+    return {"token_ids_a": _ids(rows_a, 3), "segment_ids_a": _ids(rows_a, 3, 0),
+            "token_ids_b": _ids(rows_b, 3), "segment_ids_b": _ids(rows_b, segment_length_b, 0)}
+
+
+@pytest.mark.parametrize("name, inputs, reason", [
+    ("similarity_text", {"text_a": _texts("北京", "上海"), "text_b": _texts("北京")},
+     "text_a has 2 strings but text_b has 1; both need the same number"),  # broadcast silently before
+    ("similarity_text", {"text_a": _texts("北京", "上海", "天津"), "text_b": _texts("北京", "上海")},
+     "text_a has 3 strings but text_b has 2; both need the same number"),
+    ("similarity", _pair(2, 1), "token_ids_a has 2 rows but token_ids_b has 1; both need the same number"),
+    ("similarity", _pair(3, 2), "token_ids_a has 3 rows but token_ids_b has 2; both need the same number"),
+    ("similarity", _pair(2, 2, segment_length_b=2), "token_ids_b has shape [2 3] but segment_ids_b [2 2]; they must be the same"),
+    ("encode", {"token_ids": _ids(2, 3), "segment_ids": _ids(1, 3, 0)},
+     "token_ids has shape [2 3] but segment_ids [1 3]; they must be the same"),  # broadcast silently before
+    ("encode", {"token_ids": _ids(2, 0), "segment_ids": _ids(2, 0)},
+     "token_ids has 2 rows of length 0; each row needs at least [CLS]"),
+    ("encode_text", {"text": _texts("")}, "text[0] is empty"),  # a vector of [CLS] [SEP] before
+    ("encode_text", {"text": _texts("北京", " \u3000\t")}, "text[1] is empty"),
+    ("tokenize_text", {"text": _texts("北京", "")}, "text[1] is empty"),
+    ("similarity_text", {"text_a": _texts("北京"), "text_b": _texts("  ")}, "text_b[0] is empty"),
+    ("generate_text", {"text": "北京", "n": np.int32(0), "seed": np.int64(1)}, "n must be a positive integer, got 0"),
+    ("generate_text", {"text": "北京", "n": np.int32(SERVING_MAX_SAMPLES + 1), "seed": np.int64(1)},
+     f"n must be at most {SERVING_MAX_SAMPLES}, got {SERVING_MAX_SAMPLES + 1}"),
+    ("generate_text", {"text": "北京", "n": np.int32(2), "seed": np.int64(-3)}, "seed must be a non-negative integer, got -3"),
+    ("generate_text", {"text": " ", "n": np.int32(2), "seed": np.int64(1)}, "text is empty"),
+])
+def test_bad_requests_are_refused_with_their_reason(signatures, name, inputs, reason):
+    """Each refusal is the signature's own assertion, with one reason naming the input (not an
+    internal error of an op inside, and not a silent broadcast)."""
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        signatures[name](**inputs)
+    assert f"assertion failed: [{reason}]" in str(caught.value)
+
+
+def test_empty_text_is_what_simmodel_refuses(signatures, tiny_model):
+    """The string signatures' empty text is SimModel's: only white space (str.strip's), not a text of
+    characters the tokenizer drops."""
+    import tensorflow as tf
+
+    for text in (" \u3000\t\n", "\u2028\x1c"):
+        with pytest.raises(RoformerSimError, match="empty"):
+            tiny_model.encode([text])
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape("[text[0] is empty]")):
+            signatures["encode_text"](text=[text])
+    kept = "\u200b\x00"  # Cf and NUL: not white space, dropped by the tokenizer
+    np.testing.assert_allclose(signatures["encode_text"](text=_texts(kept))["vectors"], tiny_model.encode([kept]), atol=1e-5)
+
+
+def test_generate_text_scores_an_empty_candidate_instead_of_refusing_it(tiny_model, monkeypatch):
+    """A sample that ends at once is the candidate "" (as ``generate`` gives it): generate_text returns it
+    with its cosine ([CLS] [SEP]'s vector), although encode_text refuses "" as a request."""
+    import tensorflow as tf
+
+    from roformer_sim_ft import serving
+
+    end_id = tiny_model.tokenizer._token_end_id
+    monkeypatch.setattr(tiny_model.fast_forward, "decoder", lambda top_p: lambda source, n, *_: (tf.fill([n, 3], end_id), None, None))
+    module = serving.ServingModule(tiny_model, graph_tokenizer.GraphTokenizer(tiny_model.vocab), generate=True)
+    out = module.generate_text(tf.constant("我喜欢北京"), tf.constant(2), tf.constant(1, tf.int64))
+    assert out["candidates"].numpy().tolist() == [b"", b""]
+    ids = tf.constant(ex.pad(tiny_model.tokenize(["我喜欢北京"]) + [[tiny_model.tokenizer._token_start_id, end_id]]))
+    vectors = module.encode(ids, tf.zeros_like(ids))["vectors"].numpy()
+    np.testing.assert_allclose(out["similarity"].numpy(), [vectors[1] @ vectors[0]] * 2, atol=1e-6)
 
 
 # Word and ## pieces for the detokenizer test (the built-in vocab has single characters only).
