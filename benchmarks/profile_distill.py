@@ -7,7 +7,6 @@ from pathlib import Path
 
 import roformer_sim_ft  # noqa: F401  (before tensorflow)
 import tensorflow as tf
-from bert4keras.backend import keras
 
 from roformer_sim_ft import batches as B, training
 from roformer_sim_ft.objectives import DistillObjective
