@@ -67,8 +67,9 @@ def _train_stage(objective, stream, settings: StageSettings, train_config: Train
                  eval_split: str, tasks, allow_eval_overlap: bool, record: dict, model_checkpoint) -> training.TrainResult:
     """What every stage shares: the stage's optimiser values, the evaluator, the run record, the loop.
 
-    The record holds the attention dropout the model was built with (the
-    setting, or the config's when it is None), so run.json tells which recipe made it.
+    The record holds the attention-dropout setting (None: the config's) and
+    the rate the model was built with (``attention_dropout_used``), so run.json
+    tells which recipe made it.
     """
     config = replace(
         train_config,
@@ -79,7 +80,7 @@ def _train_stage(objective, stream, settings: StageSettings, train_config: Train
                            allow_eval_overlap)
     fingerprint = evaluation.fingerprint_files([r.path for r in reports])  # resume refuses other data of the same size
     recorded = {**record, **settings.as_record(), "data_fingerprint": fingerprint,
-                "attention_dropout_rate": _attention_dropout(settings, model_checkpoint)}
+                "attention_dropout_used": _attention_dropout(settings, model_checkpoint)}
     return training.train(objective, stream, config, evaluator=evaluator, settings=recorded)
 
 

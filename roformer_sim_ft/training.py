@@ -359,7 +359,8 @@ def _build(objective, batches, config: TrainConfig, out_dir: Path, settings: dic
 RESUME_FIXED = ("stage", "objective", "features", "heads")
 # Settings whose change only alters how training goes on: refused unless config.allow_changed_settings.
 # Paths (checkpoint, data, teacher, student) may move; the data's content is compared by fingerprint.
-RESUME_IGNORED = ("checkpoint", "data", "teacher", "student", "skip_bad_lines")
+# attention_dropout_used follows from attention_dropout_rate and the checkpoint's config.
+RESUME_IGNORED = ("checkpoint", "data", "teacher", "student", "skip_bad_lines", "attention_dropout_used")
 
 
 _FLAGS = {"dropout_rate": "--dropout", "attention_dropout_rate": "--attention-dropout"}

@@ -117,7 +117,8 @@ def test_attention_dropout_of_each_command(command, flags, attention, tiny_check
     if command != "train":
         assert packed_attention_dropout(objective) is not None  # the packed student is the training forward
     settings = json.loads((tmp_path / "out" / "run.json").read_text(encoding="utf-8"))["settings"]
-    assert settings["attention_dropout_rate"] == pytest.approx(want)
+    assert settings["attention_dropout_used"] == pytest.approx(want)
+    assert settings["attention_dropout_rate"] == (None if attention == "config" else pytest.approx(want))
     assert settings["adam_epsilon"] == 1e-7
 
 
@@ -260,3 +261,24 @@ def test_pipeline_refuses_to_report_on_training_files_before_training(tiny_check
     with pytest.raises(RoformerSimError, match="allow-eval-overlap"):
         run_pipeline(tiny_checkpoint, readers.sample_data_dir(), tmp_path / "p", eval_split="train")
     assert not (tmp_path / "p" / "supervised").exists()
+
+
+def test_resuming_a_state_from_before_the_faithful_defaults_names_the_flags_that_restore_them(tmp_path):
+    """A state saved with the config's attention dropout (recorded as null) and no recorded epsilon (1e-6 then)
+    is another recipe: resume stops and names the flag value that continues it."""
+    from types import SimpleNamespace
+
+    from roformer_sim_ft.errors import RoformerSimError
+    from roformer_sim_ft.settings import TrainConfig
+
+    config = TrainConfig(out_dir=str(tmp_path), learning_rate=1e-5, resume=True)
+    old = {"stage": "distill", "attention_dropout_rate": None}
+    run = SimpleNamespace(config=config, settings={"stage": "distill", "attention_dropout_rate": 0.0,
+                                                   "adam_epsilon": config.adam_epsilon})
+    with pytest.raises(RoformerSimError, match="adam_epsilon 1e-06, not 1e-07.*--adam-epsilon 1e-06"):
+        training._check_settings(run, tmp_path / "step-5", {"settings": old, "seed": 0})
+    run.settings["adam_epsilon"] = 1e-6
+    with pytest.raises(RoformerSimError, match="attention_dropout_rate config, not 0.0.*--attention-dropout config"):
+        training._check_settings(run, tmp_path / "step-5", {"settings": old, "seed": 0})
+    run.settings["attention_dropout_rate"] = None
+    training._check_settings(run, tmp_path / "step-5", {"settings": old, "seed": 0})  # the old recipe continues
