@@ -282,3 +282,14 @@ def test_resuming_a_state_from_before_the_faithful_defaults_names_the_flags_that
         training._check_settings(run, tmp_path / "step-5", {"settings": old, "seed": 0})
     run.settings["attention_dropout_rate"] = None
     training._check_settings(run, tmp_path / "step-5", {"settings": old, "seed": 0})  # the old recipe continues
+
+
+def test_pipeline_distill_weights_count_the_pair_files_and_the_labelled_data(tiny_checkpoint, tmp_path, capsys):
+    from roformer_sim_ft.cli import main
+
+    pairs = readers.sample_data_dir() / "synonyms" / "sample.jsonl"
+    argv = ["pipeline", "--checkpoint", str(tiny_checkpoint), "--data", str(readers.sample_data_dir()),
+            "--out", str(tmp_path / "p"), "--pairs", str(pairs), "--distill-weights", "2,1,1"]
+    assert main(argv) == 2
+    assert "3 weights for 2 data sources" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
