@@ -9,7 +9,7 @@ signatures too, tokenising in the graph as bert4keras does
 candidates sampled for one ``text`` with a ``seed`` by the compiled
 KV-cached decoder (:meth:`FastRoFormer.decoder <roformer_sim_ft.forward.FastRoFormer.decoder>`),
 top-p ``GENERATE_TOP_P`` and at most ``GENERATE_MAX_LEN`` tokens (the
-defaults of ``generate``, fixed at export), ``n`` at most ``SERVING_MAX_SAMPLES``, written back as text as
+defaults of ``generate``, fixed at export), ``n`` at most ``GENERATE_MAX_SAMPLES``, written back as text as
 ``generate`` writes them, each with its cosine to ``text``.
 
 :mod:`roformer_sim_ft.export` calls :func:`write` and :func:`verify`.
@@ -28,7 +28,7 @@ from . import checkpoints, generation, graph_tokenizer
 from .errors import RoformerSimError
 from .model import SimModel
 from .sampling import seed_pair
-from .settings import GENERATE_MAX_LEN, GENERATE_TOP_P, SERVING_MAX_SAMPLES
+from .settings import GENERATE_MAX_LEN, GENERATE_TOP_P, GENERATE_MAX_SAMPLES
 
 STRING_SIGNATURES = ("tokenize_text", "encode_text", "similarity_text")
 VERIFY_GENERATE = {"text": "给我推荐一款红色的车，最好是SUV。", "n": 4, "seed": 2021}  # the export's generate_text check
@@ -108,7 +108,7 @@ class ServingModule(tf.Module):
             checks = [
                 tf.debugging.assert_positive(n, message="n must be a positive integer"),
                 tf.debugging.assert_less_equal(
-                    n, SERVING_MAX_SAMPLES, message=f"n must be at most {SERVING_MAX_SAMPLES}"
+                    n, GENERATE_MAX_SAMPLES, message=f"n must be at most {GENERATE_MAX_SAMPLES}"
                 ),
                 tf.debugging.assert_non_negative(seed, message="seed must be a non-negative integer"),
                 tf.debugging.Assert(~tf.strings.regex_full_match(text, blank), ["text is empty"]),

@@ -9,6 +9,7 @@ stage-1 source weights for both). Stage values are the reference scripts'
 """
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass, fields
 from typing import Optional, Sequence
@@ -31,9 +32,17 @@ VERBOSE_ENV = "ROFORMER_SIM_FT_VERBOSE"
 # Sampling defaults of generation: SimModel.generate, gen_synonyms and the SavedModel's generate_text.
 GENERATE_TOP_P = 0.95  # top-p of each draw (the reference's random_sample)
 GENERATE_MAX_LEN = 64  # generated tokens per sample at most
-# The SavedModel's generate_text refuses larger n: each step holds [n, vocab] logits, and one request
-# must not be able to exhaust a model server's memory.
-SERVING_MAX_SAMPLES = 1000
+# Samples of one generation call at most (generate, gen_synonyms, the CLI's -n and the SavedModel's
+# generate_text): each step holds [n, vocab] logits, and one request must not exhaust the memory.
+GENERATE_MAX_SAMPLES = 1000
+# Seeds are integers in [0, SEED_LIMIT): TensorFlow takes them as int64.
+SEED_LIMIT = 2**63
+
+
+def check_seed(seed: object, name: str = "seed") -> None:
+    """One line unless ``seed`` is an integer in [0, 2**63) (the range every seeded function here takes)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < SEED_LIMIT:
+        raise RoformerSimError(f"{name} must be an integer from 0 to 2**63 - 1, got {seed!r}")
 
 # Export formats and what each writes (``roformer-sim-ft export --format``).
 EXPORT_FORMATS: dict[str, str] = {
@@ -77,6 +86,9 @@ class TrainConfig:
     tensorboard_dir: Optional[str] = None  # None: OUT/logs (LOG_DIR)
     collective_timeout: float = 600.0  # multi-worker: seconds start-up or a collective waits for the other workers
 
+    def __post_init__(self) -> None:
+        check_seed(self.seed)  # at once: the data, the model and the batches are all seeded from it
+
     def log_dir(self) -> Optional[str]:
         """Where TensorBoard event files go, or None when off."""
         if not self.tensorboard:
@@ -87,6 +99,7 @@ class TrainConfig:
         """One-line errors for values the loop cannot run with."""
         if not self.out_dir:
             raise RoformerSimError("out_dir is not set")
+        check_seed(self.seed)
         if self.steps < 1:
             raise RoformerSimError(f"steps must be at least 1, got {self.steps}")
         if self.learning_rate is None:

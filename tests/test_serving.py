@@ -14,7 +14,7 @@ import pytest
 
 from roformer_sim_ft import export as ex, graph_tokenizer, readers
 from roformer_sim_ft.errors import RoformerSimError
-from roformer_sim_ft.settings import SERVING_MAX_SAMPLES
+from roformer_sim_ft.settings import GENERATE_MAX_SAMPLES
 
 pytestmark = pytest.mark.skipif(
     graph_tokenizer.unavailable_reason() is not None, reason=str(graph_tokenizer.unavailable_reason())
@@ -169,7 +169,7 @@ def test_generate_text_equals_generate_repeats_and_refuses_bad_input(savedmodel,
     assert run("我喜欢北京", 4, 1) != run("我喜欢北京", 4, 2)
     assert len(run("我喜欢北京", 3, 1)) == 3
     for text, n, seed, message in [("  ", 2, 1, "text is empty"), ("北京", 0, 1, "n must be a positive integer"),
-                                   ("北京", SERVING_MAX_SAMPLES + 1, 1, f"n must be at most {SERVING_MAX_SAMPLES}"),
+                                   ("北京", GENERATE_MAX_SAMPLES + 1, 1, f"n must be at most {GENERATE_MAX_SAMPLES}"),
                                    ("北京", 2, -1, "seed must be a non-negative integer")]:
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             run(text, n, seed)
