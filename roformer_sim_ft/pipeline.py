@@ -152,6 +152,11 @@ def pretrain(
     )
     weights = parse_weights(settings.weights, len(pairs.sizes))
     _report(pairs.reports)
+    sources = [*map(str, pair_files), *([str(labeled_dir)] if labeled_dir is not None else [])]
+    empty = [source for source, size in zip(sources, pairs.sizes) if size == 0]
+    if weights and empty:
+        raise RoformerSimError(f"{empty[0]}: no usable pairs, yet one of the {len(sources)} sources weighted "
+                               f"{','.join(map(str, weights))}: drop it and its weight")
     print(f"stage-1 data: {len(pairs.groups)} groups of similar texts"
           + (f" from {len(pairs.sizes)} sources weighted {','.join(map(str, weights))}" if weights else ""))
     objective = Stage1Objective(checkpoint, settings.similarity_scale, settings.dropout_rate,
