@@ -91,6 +91,9 @@ def plain_name(name: object) -> bool:
             and not any(sep and sep in name for sep in ("/", os.sep, os.altsep)))
 
 
+_WARNED: set[str] = set()  # manifests already reported as listing a name outside their folder
+
+
 def read_manifest(folder: str | os.PathLike) -> Optional[dict]:
     """Our manifest of ``folder``, or None (absent, unreadable, or listing anything but plain names:
     then the folder is not ours). A manifest is data: its ``files`` are only ever names inside ``folder``."""
@@ -103,8 +106,10 @@ def read_manifest(folder: str | os.PathLike) -> Optional[dict]:
         return None
     bad = [name for name in data["files"] if not plain_name(name)]
     if bad:
-        log.warning("%s: lists %r, not a name inside the folder; the folder is not taken as an output of "
-                    "roformer-sim-ft", path, bad[0])
+        if str(path) not in _WARNED:  # once: several checks of one folder read its manifest
+            _WARNED.add(str(path))
+            log.warning("%s: lists %r, not a name inside the folder; the folder is not taken as an output of "
+                        "roformer-sim-ft", path, bad[0])
         return None
     return data
 

@@ -45,7 +45,7 @@ def test_a_manifest_listing_anything_but_a_plain_name_is_not_ours(tmp_path, entr
     assert outputs.read_manifest(tmp_path)["files"] == ["init", "evaluation.json"]
 
 
-def test_the_demo_deletes_nothing_outside_its_folder_whatever_its_manifest_lists(tmp_path, capsys):
+def test_the_demo_deletes_nothing_outside_its_folder_whatever_its_manifest_lists(tmp_path, capsys, caplog):
     from roformer_sim_ft import demo
 
     beside = tmp_path / "victim"
@@ -61,6 +61,9 @@ def test_the_demo_deletes_nothing_outside_its_folder_whatever_its_manifest_lists
         demo._clear_earlier_demo(out)
     assert (beside / "work.txt").read_text() == "years of work" and elsewhere.read_text() == "keep"
     assert (out / "init").is_dir()
+    said = [r.getMessage() for r in caplog.records if "not a name inside the folder" in r.getMessage()]
+    assert said == [f"{out / outputs.MANIFEST_NAME}: lists '../victim', not a name inside the folder; the folder is "
+                    "not taken as an output of roformer-sim-ft"]  # once, though the folder is checked twice
 
     # A well-formed manifest: only the demo's own entries go, and a symlink among them is removed, not followed.
     target = tmp_path / "linked"
