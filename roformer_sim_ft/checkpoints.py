@@ -53,6 +53,7 @@ CONFIG_MAXIMA = {
     "max_position_embeddings": 65_536,
 }
 MAX_PARAMETERS = 2_000_000_000
+ACTIVATION_EXAMPLES = "e.g. gelu, gelu_tanh, relu, swish"
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,10 @@ def read_config(path: str | os.PathLike, check_activation: bool = True) -> dict:
             f"{path}: hidden_size {config['hidden_size']} is not a multiple of "
             f"num_attention_heads {config['num_attention_heads']}"
         )
+    head = config["hidden_size"] // config["num_attention_heads"]
+    if head % 2:
+        raise RoformerSimError(f"{path}: the head size hidden_size / num_attention_heads = {head} must be even "
+                               "(rotary positions turn pairs of dimensions)")
     return config
 
 
@@ -155,8 +160,8 @@ def _check_config_values(path, config: Mapping, check_activation: bool = True) -
                                    f"in float32), more than the {MAX_PARAMETERS:,} this package builds")
     act = config.get("hidden_act", "gelu")
     if not isinstance(act, str):
-        raise RoformerSimError(f"{path}: hidden_act must be the name of an activation "
-                               f"(e.g. gelu, gelu_tanh, relu, swish), got {act!r}")
+        raise RoformerSimError(f"{path}: hidden_act must be the name of an activation ({ACTIVATION_EXAMPLES}), "
+                               f"got {act!r}")
     if not check_activation:
         return
     from .compat import keras  # through compat: TensorFlow loads quietly, with bert4keras's activations
@@ -164,7 +169,7 @@ def _check_config_values(path, config: Mapping, check_activation: bool = True) -
     try:
         keras.activations.get(act)
     except (ValueError, TypeError, KeyError):
-        raise RoformerSimError(f"{path}: unknown hidden_act {act!r} (e.g. gelu, gelu_tanh, relu, swish)") from None
+        raise RoformerSimError(f"{path}: unknown hidden_act {act!r} ({ACTIVATION_EXAMPLES})") from None
 
 
 def read_vocab(path: str | os.PathLike, vocab_size: int | None = None) -> list[str]:

@@ -129,6 +129,7 @@ def test_encode_accepts_blank_lines_at_the_end_of_its_input(tiny_checkpoint, tmp
     ("hidden_act", {"class_name": "relu"}, "hidden_act must be the name of an activation"),
     ("hidden_act", ["gelu"], "hidden_act must be the name of an activation"),
     ("hidden_act", "", "unknown hidden_act ''"),
+    ("hidden_size", 6, "the head size hidden_size / num_attention_heads = 3 must be even"),
 ])
 def test_config_numbers_and_activation_are_checked_in_one_line(tiny_config, tmp_path, capsys, key, value, message):
     path = tmp_path / "bert_config.json"
