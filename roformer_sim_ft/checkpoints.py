@@ -381,6 +381,8 @@ def write_checkpoint(
             raise RoformerSimError(
                 f"variable {name} has shape {tuple(np.shape(weights[name]))} but the config needs {shape}"
             )
+        if not np.isfinite(weights[name]).all():
+            raise RoformerSimError(f"{out_dir}: variable {name} holds NaN or infinite values; not writing them")
     outputs.recover(out_dir)
     if outputs.check_folder_target(out_dir, ("ckpt", "training"), "checkpoint") == "training" \
             and not outputs.holds_lock(out_dir):

@@ -274,6 +274,8 @@ def run_pipeline(
     if distribute.role().multi_worker:
         raise RoformerSimError(f"the pipeline runs on one machine; under a multi-worker {distribute.ENV} run its "
                                "stages one by one (train, distill: docs/SCALING.md)")
+    for settings in (supervised_settings, distill_settings, *([pretrain_settings] if pretrain_files else [])):
+        settings.validate()  # every stage's values before the first stage runs
     out_dir = Path(out_dir)
     dirs = {name: out_dir / name for name in PIPELINE_STAGES}
     eval_dir = eval_dir or data_dir

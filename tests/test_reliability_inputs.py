@@ -198,6 +198,40 @@ def test_a_negative_seed_is_one_line(tiny_checkpoint, tmp_path, capsys, command)
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--lr", "inf", "learning_rate must be a finite number > 0, got inf"),
+    ("--lr", "nan", "learning_rate must be a finite number > 0, got nan"),
+    ("--weight-decay", "inf", "weight_decay must be a finite number >= 0, got inf"),
+    ("--collective-timeout", "inf", "collective_timeout must be a finite number > 0, got inf"),
+    ("--devices", "-1", "devices must be at least 1, got -1"),
+    ("--devices", "0", "devices must be at least 1, got 0"),
+    ("--similarity-scale", "inf", "similarity_scale must be a finite number > 0, got inf"),
+    ("--similarity-scale", "nan", "similarity_scale must be a finite number > 0, got nan"),
+])
+def test_a_flag_out_of_range_is_one_line_before_any_work(tiny_checkpoint, tmp_path, capsys, flag, value, message):
+    pairs = str(readers.sample_data_dir() / "synonyms/sample.jsonl")
+    args = ["pretrain", "--checkpoint", str(tiny_checkpoint), "--pairs", pairs, "--steps", "1", "--no-progress",
+            "--out", str(tmp_path / "o"), flag, value]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and message in captured.err and not (tmp_path / "o").exists()
+    assert "stage-1 data" not in captured.out  # refused before the data was read
+
+
+def test_pipeline_checks_every_stage_before_the_first_runs(tiny_checkpoint, tmp_path, capsys):
+    err = _one_line_error(capsys, ["pipeline", "--checkpoint", str(tiny_checkpoint), "--data",
+                                   str(readers.sample_data_dir()), "--out", str(tmp_path / "o"), "--distill-lr", "inf"])
+    assert "learning_rate must be a finite number > 0, got inf" in err and not (tmp_path / "o").exists()
+
+
+def test_weights_that_are_not_finite_are_never_written(tiny_config, tiny_vocab, tmp_path):
+    weights = checkpoints.init_weights(tiny_config, seed=1)
+    weights["bert/pooler/dense/bias"][3] = float("nan")
+    with pytest.raises(RoformerSimError, match="bert/pooler/dense/bias holds NaN or infinite values; not writing"):
+        checkpoints.write_checkpoint(tmp_path / "ck", tiny_config, tiny_vocab, weights)
+    assert not (tmp_path / "ck").exists()
+
+
 # ------------------------------------------------------------ 14: TF_CONFIG
 @pytest.mark.parametrize("spec, message", [
     ({"cluster": {"worker": "notalist"}, "task": {"type": "worker", "index": 0}},
