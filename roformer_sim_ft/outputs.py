@@ -86,7 +86,7 @@ def check_file_target(path: str | os.PathLike, what: str = "output file") -> Non
 # ------------------------------------------------------------- manifest
 def plain_name(name: object) -> bool:
     """Whether ``name`` names an entry directly inside a folder: a non-empty string, no path separator,
-    not ``.`` or ``..``, no NUL (so ``folder / name`` can never lead outside ``folder``)."""
+    not ``.`` or ``..``, no NUL (so ``folder / name`` is always an entry of ``folder`` itself)."""
     return (isinstance(name, str) and name not in ("", ".", "..") and "\0" not in name
             and not any(sep and sep in name for sep in ("/", os.sep, os.altsep)))
 

@@ -28,7 +28,7 @@ from . import checkpoints, generation, graph_tokenizer
 from .errors import RoformerSimError
 from .model import SimModel
 from .sampling import seed_pair
-from .settings import GENERATE_MAX_LEN, GENERATE_TOP_P, GENERATE_MAX_SAMPLES
+from .settings import GENERATE_MAX_LEN, GENERATE_MAX_SAMPLES, GENERATE_TOP_P
 
 STRING_SIGNATURES = ("tokenize_text", "encode_text", "similarity_text")
 VERIFY_GENERATE = {"text": "给我推荐一款红色的车，最好是SUV。", "n": 4, "seed": 2021}  # the export's generate_text check
