@@ -13,6 +13,7 @@ the config and vocab readers serve TensorFlow-free code (the Keras 3 model) too.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import numpy as np
 from . import outputs
 from .errors import RoformerSimError
 from .io import os_error, read_lines
+from .settings import check_seed
 
 CONFIG_NAME = "bert_config.json"
 VOCAB_NAME = "vocab.txt"
@@ -38,6 +40,20 @@ REQUIRED_CONFIG_KEYS = (
     "intermediate_size",
     "vocab_size",
 )
+# Largest value of each integer of a config, far above any released BERT-style model (BERT-large: hidden
+# 1024, 24 layers, 16 heads, intermediate 4096), and of the whole model's parameter count (8 GB in
+# float32): a typo must stop in one line, not start a huge allocation.
+CONFIG_MAXIMA = {
+    "hidden_size": 16_384,
+    "num_hidden_layers": 256,
+    "num_attention_heads": 256,
+    "intermediate_size": 65_536,
+    "vocab_size": 1_000_000,
+    "type_vocab_size": 1_024,
+    "max_position_embeddings": 65_536,
+}
+MAX_PARAMETERS = 2_000_000_000
+ACTIVATION_EXAMPLES = "e.g. gelu, gelu_tanh, relu, swish"
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,9 @@ def resolve(path: str | os.PathLike) -> CheckpointFiles:
     files = CheckpointFiles(folder / CONFIG_NAME, prefix, folder / VOCAB_NAME)
     for required in (files.config, files.vocab, Path(str(prefix) + ".index")):
         if not required.exists():
+            if path.is_file() and prefix == path:  # a file, neither a prefix nor its .index / .data
+                raise RoformerSimError(f"checkpoint file missing: {required.absolute()} (looked beside {path}, which "
+                                       f"is a file: give the checkpoint folder or its {CKPT_NAME} prefix)")
             raise RoformerSimError(f"checkpoint file missing: {required}")
     if not list(prefix.parent.glob(prefix.name + ".data-*")):
         raise RoformerSimError(f"checkpoint file missing: {prefix}.data-00000-of-00001")
@@ -96,40 +115,68 @@ def read_config(path: str | os.PathLike, check_activation: bool = True) -> dict:
             f"{path}: hidden_size {config['hidden_size']} is not a multiple of "
             f"num_attention_heads {config['num_attention_heads']}"
         )
+    head = config["hidden_size"] // config["num_attention_heads"]
+    if head % 2:
+        raise RoformerSimError(f"{path}: the head size hidden_size / num_attention_heads = {head} must be even "
+                               "(rotary positions turn pairs of dimensions)")
     return config
 
 
+def _non_finite(value, where: str = "") -> tuple[str, float] | None:
+    """(where, number) of the first NaN or infinite number inside ``value`` (a JSON value), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{where}[{key!r}]" if where else str(key))
+        if found:
+            return found
+    return None
+
+
 def _check_config_values(path, config: Mapping, check_activation: bool = True) -> None:
-    """One line for a config value the model cannot be built with (type, range, activation)."""
-    for key in REQUIRED_CONFIG_KEYS + ("type_vocab_size", "max_position_embeddings"):
+    """One line for a config value the model cannot be built with (finiteness, type, range, size, activation)."""
+    found = _non_finite(dict(config))
+    if found:
+        raise RoformerSimError(f"{path}: {found[0]} must be a finite number, got {json.dumps(found[1])}")
+    for key, most in CONFIG_MAXIMA.items():
         if key in config:
             value = config[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise RoformerSimError(f"{path}: {key} must be a positive integer, got {value!r}")
+            if value > most:
+                raise RoformerSimError(f"{path}: {key} must be at most {most:,}, got {value:,}")
     for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
         value = config.get(key, 0.0)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
             raise RoformerSimError(f"{path}: {key} must be a number in [0, 1), got {value!r}")
     value = config.get("initializer_range", 0.02)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise RoformerSimError(f"{path}: initializer_range must be a positive number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise RoformerSimError(f"{path}: initializer_range must be a number in (0, 1], got {value!r}")
+    if all(key in config for key in REQUIRED_CONFIG_KEYS):
+        count = sum(math.prod(shape) for shape in expected_variables(config).values())
+        if count > MAX_PARAMETERS:
+            raise RoformerSimError(f"{path}: the config describes {count:,} parameters ({4 * count / 1e9:.0f} GB "
+                                   f"in float32), more than the {MAX_PARAMETERS:,} this package builds")
     act = config.get("hidden_act", "gelu")
+    if not isinstance(act, str):
+        raise RoformerSimError(f"{path}: hidden_act must be the name of an activation ({ACTIVATION_EXAMPLES}), "
+                               f"got {act!r}")
     if not check_activation:
         return
-    try:
-        from bert4keras.backend import keras
+    from .compat import keras  # through compat: TensorFlow loads quietly, with bert4keras's activations
 
+    try:
         keras.activations.get(act)
-        known = isinstance(act, str)
-    except (ValueError, TypeError):
-        known = False
-    if not known:
-        raise RoformerSimError(f"{path}: unknown hidden_act {act!r} (e.g. gelu, gelu_tanh, relu, swish)")
+    except (ValueError, TypeError, KeyError):
+        raise RoformerSimError(f"{path}: unknown hidden_act {act!r} ({ACTIVATION_EXAMPLES})") from None
 
 
 def read_vocab(path: str | os.PathLike, vocab_size: int | None = None) -> list[str]:
     """Read ``vocab.txt`` (one token a line) and check its length and special tokens."""
     tokens = read_lines(path, missing="checkpoint file missing")
+    if tokens and tokens[0].startswith("\ufeff"):  # a byte-order mark some editors write, not part of [PAD]
+        tokens[0] = tokens[0][1:]
     while tokens and tokens[-1] == "":
         tokens.pop()
     seen: dict[str, int] = {}
@@ -259,6 +306,7 @@ def init_weights(config: Mapping, seed: int = 0, names: Sequence[str] | None = N
     """Random weights for ``config``: truncated normal(0.02) kernels and embeddings,
     LayerNorm gamma 1 / beta 0, zero biases. Every variable is drawn independently.
     ``names``: only these variables."""
+    check_seed(seed)
     rng = np.random.default_rng(seed)
     std = config.get("initializer_range", 0.02)
     weights = {}
@@ -333,6 +381,8 @@ def write_checkpoint(
             raise RoformerSimError(
                 f"variable {name} has shape {tuple(np.shape(weights[name]))} but the config needs {shape}"
             )
+        if not np.isfinite(weights[name]).all():
+            raise RoformerSimError(f"{out_dir}: variable {name} holds NaN or infinite values; not writing them")
     outputs.recover(out_dir)
     if outputs.check_folder_target(out_dir, ("ckpt", "training"), "checkpoint") == "training" \
             and not outputs.holds_lock(out_dir):

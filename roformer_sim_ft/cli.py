@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 from .errors import RoformerSimError
 from .readers import DEFAULT_TASKS
 from .settings import (
-    EXPORT_FORMATS, GENERATE_TOP_P, LOG_DIR, PRECISIONS, VERBOSE_ENV, DistillSettings, Stage1Settings, StageSettings,
-    SupervisedSettings, TrainConfig, parse_weights,
+    EXPORT_FORMATS, GENERATE_MAX_SAMPLES, GENERATE_TOP_P, LOG_DIR, PRECISIONS, VERBOSE_ENV, DistillSettings,
+    Stage1Settings, StageSettings, SupervisedSettings, TrainConfig, check_seed, parse_weights,
 )
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int | None], str]] = {}
@@ -45,6 +45,7 @@ def _args_init(p: argparse.ArgumentParser) -> None:
 def _run_init(args: argparse.Namespace) -> None:
     from . import checkpoints
 
+    check_seed(args.seed, "--seed")
     vocab = checkpoints.builtin_vocab() if args.vocab == "builtin" else checkpoints.read_vocab(args.vocab)
     if Path(args.config).suffix == ".json" or Path(args.config).exists():
         config = checkpoints.read_config(args.config)
@@ -86,9 +87,12 @@ def _run_encode(args: argparse.Namespace) -> None:
     from .outputs import check_file_target
 
     check_file_target(args.output, "--output .npy")
+    if _same_file(args.input, args.output):
+        raise RoformerSimError(f"--output {args.output} is the --input file {args.input}; "
+                               "not overwriting the sentences with vectors: choose another --output")
     texts = _read_lines(args.input)
     if not texts:
-        raise RoformerSimError(f"{args.input}: no sentences to encode (the file is empty)")
+        raise RoformerSimError(f"{args.input}: no sentences to encode (the file is empty or blank)")
     vectors = SimModel.load(args.checkpoint).encode(
         texts, batch_size=args.batch_size, normalize=not args.no_normalize
     )
@@ -383,15 +387,19 @@ def _run_pipeline(args: argparse.Namespace) -> None:
 def _args_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a UniLM RoFormer-Sim(-FT) checkpoint")
     p.add_argument("text")
-    p.add_argument("-n", type=int, default=100, help=f"samples drawn (top-p {GENERATE_TOP_P})")
+    p.add_argument("-n", type=int, default=100, help=f"samples drawn (top-p {GENERATE_TOP_P}; at most {GENERATE_MAX_SAMPLES})")
     p.add_argument("-k", type=int, default=20, help="most similar kept, reranked by the encoder")
     p.add_argument("--seed", type=int, help="repeat a run exactly")
 
 
 @command("generate", "similar sentences: sample n continuations, keep the k closest by the encoder")(_args_generate)
 def _run_generate(args: argparse.Namespace) -> None:
+    from .generation import check_counts
     from .model import SimModel
 
+    check_counts(args.n, args.k)  # before the model loads
+    if args.seed is not None:
+        check_seed(args.seed, "--seed")
     for sentence in SimModel.load(args.checkpoint).gen_synonyms(args.text, n=args.n, k=args.k, seed=args.seed):
         print(sentence)
 
@@ -406,6 +414,14 @@ def _rate_or_config(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a rate such as 0.1 or 'config', got {text!r}") from None
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (the same path, or links to one file)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -414,6 +430,8 @@ def _read_lines(path: str) -> list[str]:
     from .io import read_lines
 
     lines = read_lines(path, missing="input file missing")
+    while lines and not lines[-1].strip():  # blank lines at the end of a text file are normal
+        lines.pop()
     for n, line in enumerate(lines, 1):
         if not line.strip():
             raise RoformerSimError(f"{path}:{n}: empty text")

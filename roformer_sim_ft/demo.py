@@ -20,7 +20,7 @@ from typing import Sequence
 from . import checkpoints, outputs, readers
 from .errors import RoformerSimError
 from .pipeline import PIPELINE_STAGES, run_pipeline
-from .settings import DistillSettings, SupervisedSettings, TrainConfig
+from .settings import DistillSettings, SupervisedSettings, TrainConfig, check_seed
 
 SYNONYMS_OF = ("今天天气不错", "我喜欢北京", "给我推荐一款红色的车")
 DEMO_ENTRIES = ("init", *PIPELINE_STAGES, "evaluation.json")
@@ -34,7 +34,8 @@ def _clear_earlier_demo(out: Path) -> None:
     outputs.check_folder_target(out, ("demo",), "demo output")
     if out.exists():
         _, ours = outputs.ownership(out)
-        for name in sorted(ours):
+        # Only what a demo writes, and only as a plain name inside ``out``: a symlink is removed, never followed.
+        for name in sorted(ours & set(DEMO_ENTRIES)):
             path = out / name
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -62,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
+    check_seed(args.seed, "--seed")  # before an earlier demo output is cleared
     out = Path(args.out)
     _clear_earlier_demo(out)
     sample = readers.sample_data_dir()

@@ -70,6 +70,7 @@ def role(env: Optional[Mapping[str, str]] = None) -> Role:
             f"{ENV} is not a cluster spec ({type(e).__name__}: {e}); expected "
             '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": N}}'
         ) from None
+    _check_addresses(cluster)
     other = sorted(set(sizes) - {"chief", "worker"})
     if other:
         raise RoformerSimError(f"{ENV}: task types {', '.join(other)} are not used here; give only chief and worker tasks")
@@ -79,6 +80,18 @@ def role(env: Optional[Mapping[str, str]] = None) -> Role:
         raise RoformerSimError(f"{ENV}: a cluster has at most one chief, got {sizes['chief']}")
     chief_task = "chief:0" if sizes.get("chief") else "worker:0"
     return Role(workers=sum(sizes.values()), task=f"{kind}:{index}", chief_task=chief_task)
+
+
+def _check_addresses(cluster: Mapping) -> None:
+    """One line unless every task type of ``cluster`` lists ``host:port`` strings (port 0 to 65535)."""
+    for kind, addresses in cluster.items():
+        if not isinstance(addresses, list):
+            raise RoformerSimError(f'{ENV}: cluster {kind!r} must be a list of "host:port" addresses, got {addresses!r}')
+        for address in addresses:
+            host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+            if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise RoformerSimError(f'{ENV}: address {address!r} of cluster {kind!r} is not "host:port" '
+                                       "(a port from 0 to 65535)")
 
 
 def make_strategy(devices: Optional[int] = None, timeout: Optional[float] = None,

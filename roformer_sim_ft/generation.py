@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from .errors import RoformerSimError
 from .sampling import sample_next, seed_tensor, step_seed
-from .settings import GENERATE_MAX_LEN, GENERATE_TOP_P
+from .settings import GENERATE_MAX_LEN, GENERATE_MAX_SAMPLES, GENERATE_TOP_P
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import SimModel
@@ -104,9 +104,19 @@ def _source_ids(model: "SimModel", text: str) -> list[int]:
     return model.tokenizer.encode(text, maxlen=model.maxlen)[0]
 
 
-def _check(n: int, top_p: float | None, top_k: int | None, max_len: int) -> None:
-    if not isinstance(n, (int, np.integer)) or n < 1:
+def check_counts(n: int, k: int | None = None) -> None:
+    """One line unless ``n`` (samples) is in [1, GENERATE_MAX_SAMPLES] and ``k`` (kept, if given) is positive."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise RoformerSimError(f"n must be a positive integer, got {n!r}")
+    if n > GENERATE_MAX_SAMPLES:
+        raise RoformerSimError(f"n must be at most {GENERATE_MAX_SAMPLES} (the samples of one call are held in "
+                               f"memory together; call again for more), got {n}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+        raise RoformerSimError(f"k must be a positive integer, got {k!r}")
+
+
+def _check(n: int, top_p: float | None, top_k: int | None, max_len: int) -> None:
+    check_counts(n)
     if not isinstance(max_len, (int, np.integer)) or max_len < 1:
         raise RoformerSimError(f"max_len must be a positive integer, got {max_len!r}")
     if top_p is not None and not 0 < top_p <= 1:
@@ -168,8 +178,7 @@ def gen_synonyms(
     model: "SimModel", text: str, n: int = 100, k: int = 20, seed: int | None = None, **kwargs
 ) -> list[str]:
     """Sample n, drop duplicates, empty strings and the input, keep the k closest by cosine."""
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise RoformerSimError(f"k must be a positive integer, got {k!r}")
+    check_counts(n, k)
     candidates = generate(model, text, n=n, seed=seed, **kwargs)
     source = model.tokenizer.decode(_source_ids(model, text))
     candidates = list(dict.fromkeys(c for c in candidates if c.strip() and c != text and c != source))

@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import errno
 import json
+import logging
 import os
 import shutil
 import sys
@@ -29,6 +30,8 @@ from typing import Iterable, Optional, Sequence
 
 from .errors import RoformerSimError
 from .io import follow_umask, os_error, umask, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = ".roformer-sim-ft.json"
 LOCK_NAME = ".roformer-sim-ft.lock"
@@ -81,13 +84,32 @@ def check_file_target(path: str | os.PathLike, what: str = "output file") -> Non
 
 
 # ------------------------------------------------------------- manifest
+def plain_name(name: object) -> bool:
+    """Whether ``name`` names an entry directly inside a folder: a non-empty string, no path separator,
+    not ``.`` or ``..``, no NUL (so ``folder / name`` is always an entry of ``folder`` itself)."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "\0" not in name
+            and not any(sep and sep in name for sep in ("/", os.sep, os.altsep)))
+
+
+_WARNED: set[str] = set()  # manifests already reported as listing a name outside their folder
+
+
 def read_manifest(folder: str | os.PathLike) -> Optional[dict]:
-    """Our manifest of ``folder``, or None (absent or unreadable: then the folder is not ours)."""
+    """Our manifest of ``folder``, or None (absent, unreadable, or listing anything but plain names:
+    then the folder is not ours). A manifest is data: its ``files`` are only ever names inside ``folder``."""
+    path = Path(folder) / MANIFEST_NAME
     try:
-        data = json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("written_by") != "roformer-sim-ft" or not isinstance(data.get("files"), list):
+        return None
+    bad = [name for name in data["files"] if not plain_name(name)]
+    if bad:
+        if str(path) not in _WARNED:  # once: several checks of one folder read its manifest
+            _WARNED.add(str(path))
+            log.warning("%s: lists %r, not a name inside the folder; the folder is not taken as an output of "
+                        "roformer-sim-ft", path, bad[0])
         return None
     return data
 

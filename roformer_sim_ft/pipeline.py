@@ -39,6 +39,15 @@ def _weighted(pairs, weights) -> str:
     return f" from {len(pairs.sizes)} sources weighted {','.join(map(str, weights))}" if weights else ""
 
 
+def _check_sources(pair_files, labeled_dir, sizes, weights) -> None:
+    """Interleaving weights need every source to give pairs: one line naming the first empty one."""
+    sources = [*map(str, pair_files), *([str(labeled_dir)] if labeled_dir is not None else [])]
+    empty = [source for source, size in zip(sources, sizes) if size == 0]
+    if weights and empty:
+        raise RoformerSimError(f"{empty[0]}: no usable pairs, yet one of the {len(sources)} sources weighted "
+                               f"{','.join(map(str, weights))}: drop it and its weight")
+
+
 def _evaluator(eval_dir, split: str, tasks, skip_bad_lines: bool, training_files, allow_overlap: bool):
     """The periodic evaluator, refusing evaluation files that are also training files."""
     if eval_dir is None:
@@ -137,6 +146,7 @@ def distill(
     )
     weights = parse_weights(settings.weights, len(pairs.sizes))
     _report(pairs.reports)
+    _check_sources(pair_files, labeled_dir, pairs.sizes, weights)
     print(f"distillation data: {len(pairs.groups)} groups of similar texts" + _weighted(pairs, weights))
     objective = DistillObjective(teacher, student, settings.similarity_weight, settings.dropout_rate,
                                  attention_dropout_rate=settings.attention_dropout_rate)
@@ -172,6 +182,7 @@ def pretrain(
     )
     weights = parse_weights(settings.weights, len(pairs.sizes))
     _report(pairs.reports)
+    _check_sources(pair_files, labeled_dir, pairs.sizes, weights)
     print(f"stage-1 data: {len(pairs.groups)} groups of similar texts" + _weighted(pairs, weights))
     objective = Stage1Objective(checkpoint, settings.similarity_scale, settings.dropout_rate,
                                 attention_dropout_rate=settings.attention_dropout_rate)
@@ -288,6 +299,8 @@ def run_pipeline(
     if distribute.role().multi_worker:
         raise RoformerSimError(f"the pipeline runs on one machine; under a multi-worker {distribute.ENV} run its "
                                "stages one by one (train, distill: docs/SCALING.md)")
+    for settings in (supervised_settings, distill_settings, *([pretrain_settings] if pretrain_files else [])):
+        settings.validate()  # every stage's values before the first stage runs
     out_dir = Path(out_dir)
     dirs = {name: out_dir / name for name in PIPELINE_STAGES}
     eval_dir = eval_dir or data_dir

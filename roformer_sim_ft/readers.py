@@ -20,9 +20,11 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence, Union
+from typing import Iterable, Mapping, Sequence, Union
 
 from .errors import NoDataFiles, RoformerSimError
+from .lines import MAX_REPORTED_ERRORS, FileReport  # noqa: F401  (FileReport is part of this module's API)
+from .lines import BadLine as _BadLine, LineReader as _LineReader
 
 __all__ = [
     "MAXLEN", "DEFAULT_TASKS", "OPTIONAL_TASKS", "DEFAULT_SPLITS", "NLI_LABELS",
@@ -50,7 +52,6 @@ ENTAILMENT = NLI_LABELS["entailment"]
 NLI_UNLABELED = ("-", "")
 SEPS = "\n。！？!?；;，, "
 STRIPS = "；;，, "
-MAX_REPORTED_ERRORS = 20
 
 # ---------------------------------------------------------------- records
 
@@ -94,26 +95,6 @@ class SynonymGroup:
 
     texts: tuple[str, ...]
     ordered: bool = False
-
-
-@dataclass
-class FileReport:
-    """What reading one file gave: lines kept, bad lines skipped, unlabelled NLI lines skipped."""
-
-    path: str
-    kept: int = 0
-    bad: int = 0
-    unlabeled: int = 0  # NLI gold_label outside the three classes (e.g. '-'): skipped by design
-    errors: list[str] = field(default_factory=list)  # the first MAX_REPORTED_ERRORS bad-line messages
-
-    def summary(self) -> str:
-        """One line for the CLI, e.g. ``a.data: 100 kept, 2 bad lines skipped``."""
-        parts = [f"{self.kept} kept"]
-        if self.bad:
-            parts.append(f"{self.bad} bad lines skipped")
-        if self.unlabeled:
-            parts.append(f"{self.unlabeled} without a gold label skipped")
-        return f"{self.path}: " + ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -229,52 +210,6 @@ def cut_text(text: str, maxlen: int | None = MAXLEN) -> str:
     return pieces[0] if pieces else ""
 
 
-class _BadLine(Exception):
-    """Internal: the current line is bad; carries what is wrong."""
-
-
-class _LineReader:
-    """Iterates a file's lines as (number, text), applying the bad-line policy."""
-
-    def __init__(self, path: PathLike, skip_bad_lines: bool, strip_bom: bool = False):
-        self.path = str(path)
-        self.skip = skip_bad_lines
-        self.strip_bom = strip_bom
-        self.report = FileReport(self.path)
-
-    def bad(self, lineno: int, what: str) -> None:
-        msg = f"{self.path}:{lineno}: {what}"
-        if not self.skip:
-            raise RoformerSimError(msg)
-        self.report.bad += 1
-        if len(self.report.errors) < MAX_REPORTED_ERRORS:
-            self.report.errors.append(msg)
-
-    def lines(self) -> Iterator[tuple[int, str]]:
-        try:
-            f = open(self.path, "rb")
-        except FileNotFoundError:
-            raise RoformerSimError(f"{self.path}: no such file") from None
-        except IsADirectoryError:
-            raise RoformerSimError(f"{self.path}: is a directory, expected a file") from None
-        except OSError as e:
-            raise RoformerSimError(f"{self.path}: cannot read ({e.strerror})") from None
-        with f:
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    self.bad(lineno, f"invalid UTF-8 (byte {e.start})")
-                    continue
-                if text.endswith("\n"):
-                    text = text[:-1]
-                if text.endswith("\r"):
-                    text = text[:-1]
-                if lineno == 1 and self.strip_bom and text.startswith("\ufeff"):
-                    text = text[1:]
-                yield lineno, text
-
-
 def _cut_or_fail(text: str, maxlen: int | None, name: str) -> str:
     cut = cut_text(text, maxlen)
     if not cut:
@@ -288,6 +223,9 @@ def _parse_senteval(text: str, spec: TaskSpec, maxlen: int | None) -> tuple[str,
     try:
         fields = next(csv.reader([text], delimiter="\t", strict=True))
     except csv.Error as e:
+        limit = csv.field_size_limit()
+        if len(text) > limit:  # the csv module's "field larger than field limit"
+            raise _BadLine(f"line too long ({len(text)} characters; a field may hold at most {limit})") from None
         raise _BadLine(f"bad CSV quoting ({e})") from None
     if len(fields) != 3:
         raise _BadLine(f"expected 3 tab-separated fields (text1, text2, label), got {len(fields)}")

@@ -14,7 +14,7 @@ import numpy as np
 from . import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 
-from .errors import RoformerSimError
+from .settings import check_seed
 
 NEG_INF = float("-inf")
 
@@ -118,6 +118,5 @@ def seed_tensor(seed: int | None) -> tf.Tensor:
     """:func:`seed_pair` of ``seed`` (None: a random one)."""
     if seed is None:
         seed = int(np.random.default_rng().integers(0, 2**62))
-    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
-        raise RoformerSimError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    check_seed(seed)
     return seed_pair(tf.constant(int(seed), tf.int64))

@@ -9,7 +9,7 @@ signatures too, tokenising in the graph as bert4keras does
 candidates sampled for one ``text`` with a ``seed`` by the compiled
 KV-cached decoder (:meth:`FastRoFormer.decoder <roformer_sim_ft.forward.FastRoFormer.decoder>`),
 top-p ``GENERATE_TOP_P`` and at most ``GENERATE_MAX_LEN`` tokens (the
-defaults of ``generate``, fixed at export), ``n`` at most ``SERVING_MAX_SAMPLES``, written back as text as
+defaults of ``generate``, fixed at export), ``n`` at most ``GENERATE_MAX_SAMPLES``, written back as text as
 ``generate`` writes them, each with its cosine to ``text``.
 
 Bad requests are refused with ``InvalidArgumentError`` and one reason naming
@@ -35,7 +35,7 @@ from . import checkpoints, generation, graph_tokenizer
 from .errors import RoformerSimError
 from .model import SimModel
 from .sampling import seed_pair
-from .settings import GENERATE_MAX_LEN, GENERATE_TOP_P, SERVING_MAX_SAMPLES
+from .settings import GENERATE_MAX_LEN, GENERATE_MAX_SAMPLES, GENERATE_TOP_P
 
 STRING_SIGNATURES = ("tokenize_text", "encode_text", "similarity_text")
 VERIFY_GENERATE = {"text": "给我推荐一款红色的车，最好是SUV。", "n": 4, "seed": 2021}  # the export's generate_text check
@@ -172,11 +172,11 @@ class ServingModule(tf.Module):
         def generate_text(text, n, seed):
             """``n`` candidates for ``text`` as ``generate(text, n, seed=seed)`` (string [n], in sample
             order) and each one's cosine with ``text`` ([n], as ``gen_synonyms`` ranks them). Refused
-            (InvalidArgument) before any sampling: empty text, ``n`` < 1 or over ``SERVING_MAX_SAMPLES``, a negative seed."""
+            (InvalidArgument) before any sampling: empty text, ``n`` < 1 or over ``GENERATE_MAX_SAMPLES``, a negative seed."""
             checks = [
                 tf.debugging.Assert(n > 0, [tf.strings.format("n must be a positive integer, got {}", n)]),
                 tf.debugging.Assert(
-                    n <= SERVING_MAX_SAMPLES, [tf.strings.format(f"n must be at most {SERVING_MAX_SAMPLES}, got {{}}", n)]
+                    n <= GENERATE_MAX_SAMPLES, [tf.strings.format(f"n must be at most {GENERATE_MAX_SAMPLES}, got {{}}", n)]
                 ),
                 tf.debugging.Assert(seed >= 0, [tf.strings.format("seed must be a non-negative integer, got {}", seed)]),
                 tf.debugging.Assert(~_blank(text), ["text is empty"]),

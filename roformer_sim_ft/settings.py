@@ -10,6 +10,7 @@ stage-1 source weights for both). Stage values are the reference scripts'
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass, fields
 from typing import Optional, Sequence
@@ -32,9 +33,17 @@ VERBOSE_ENV = "ROFORMER_SIM_FT_VERBOSE"
 # Sampling defaults of generation: SimModel.generate, gen_synonyms and the SavedModel's generate_text.
 GENERATE_TOP_P = 0.95  # top-p of each draw (the reference's random_sample)
 GENERATE_MAX_LEN = 64  # generated tokens per sample at most
-# The SavedModel's generate_text refuses larger n: each step holds [n, vocab] logits, and one request
-# must not be able to exhaust a model server's memory.
-SERVING_MAX_SAMPLES = 1000
+# Samples of one generation call at most (generate, gen_synonyms, the CLI's -n and the SavedModel's
+# generate_text): each step holds [n, vocab] logits, and one request must not exhaust the memory.
+GENERATE_MAX_SAMPLES = 1000
+# Seeds are integers in [0, SEED_LIMIT): TensorFlow takes them as int64.
+SEED_LIMIT = 2**63
+
+
+def check_seed(seed: object, name: str = "seed") -> None:
+    """One line unless ``seed`` is an integer in [0, 2**63) (the range every seeded function here takes)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < SEED_LIMIT:
+        raise RoformerSimError(f"{name} must be an integer from 0 to 2**63 - 1, got {seed!r}")
 
 # Export formats and what each writes (``roformer-sim-ft export --format``).
 EXPORT_FORMATS: dict[str, str] = {
@@ -81,6 +90,9 @@ class TrainConfig:
     # outside the bias correction (bert4keras's own TF2 Adam uses 1e-6).
     adam_epsilon: float = 1e-7
 
+    def __post_init__(self) -> None:
+        self._check_values()  # at once: a bad flag stops before any data is read or model built
+
     def log_dir(self) -> Optional[str]:
         """Where TensorBoard event files go, or None when off."""
         if not self.tensorboard:
@@ -91,29 +103,42 @@ class TrainConfig:
         """One-line errors for values the loop cannot run with."""
         if not self.out_dir:
             raise RoformerSimError("out_dir is not set")
-        if self.steps < 1:
-            raise RoformerSimError(f"steps must be at least 1, got {self.steps}")
         if self.learning_rate is None:
             raise RoformerSimError("learning_rate is not set (the stage functions take it from the stage's settings)")
-        if not self.learning_rate > 0:
-            raise RoformerSimError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.weight_decay is not None and not self.weight_decay >= 0:
-            raise RoformerSimError(f"weight_decay must not be negative, got {self.weight_decay}")
+        self._check_values()
+        if self.resume and self.overwrite:
+            raise RoformerSimError("resume and overwrite exclude each other: continue the run or start again")
+
+    def _check_values(self) -> None:
+        """One line for a value out of its range (learning_rate and weight_decay when set)."""
+        check_seed(self.seed)
+        if self.steps < 1:
+            raise RoformerSimError(f"steps must be at least 1, got {self.steps}")
+        if self.learning_rate is not None:
+            check_number("learning_rate", self.learning_rate, low=0, low_included=False)
+        if self.weight_decay is not None:
+            check_number("weight_decay", self.weight_decay, low=0)
         if self.mixed_precision not in (None, *PRECISIONS.values()):
             raise RoformerSimError(
                 f"mixed_precision must be one of {', '.join(PRECISIONS.values())}, got {self.mixed_precision!r}"
             )
-        if self.resume and self.overwrite:
-            raise RoformerSimError("resume and overwrite exclude each other: continue the run or start again")
         if self.keep_states < 1:
             raise RoformerSimError(f"keep_states must be at least 1, got {self.keep_states}")
-        if not (math.isfinite(self.adam_epsilon) and self.adam_epsilon > 0):
-            raise RoformerSimError(f"adam_epsilon must be a positive number, got {self.adam_epsilon}")
-        if not self.collective_timeout > 0:
-            raise RoformerSimError(f"collective_timeout must be positive seconds, got {self.collective_timeout}")
+        if self.devices is not None and self.devices < 1:
+            raise RoformerSimError(f"devices must be at least 1, got {self.devices}")
+        check_number("adam_epsilon", self.adam_epsilon, low=0, low_included=False)
+        check_number("collective_timeout", self.collective_timeout, low=0, low_included=False)
         for name in ("save_every", "eval_every", "warmup_steps", "log_every"):
             if getattr(self, name) < 0:
                 raise RoformerSimError(f"{name} must not be negative, got {getattr(self, name)}")
+
+
+def check_number(name: str, value: float, low: float = 0, low_included: bool = True) -> None:
+    """One line unless ``value`` is a finite number above ``low`` (or equal to it, if ``low_included``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or not (value >= low if low_included else value > low):
+        bound = f">= {low:g}" if low_included else f"> {low:g}"
+        raise RoformerSimError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
 @dataclass
@@ -141,6 +166,8 @@ class StageSettings:
 
     def validate(self) -> None:
         """One-line errors for out-of-range values."""
+        check_number("learning_rate", self.learning_rate, low=0, low_included=False)
+        check_number("weight_decay", self.weight_decay, low=0)
         for name in ("dropout_rate", "attention_dropout_rate"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
@@ -198,6 +225,11 @@ class DistillSettings(PairSettings):
     learning_rate: float = 1e-5
     similarity_weight: float = 100.0
 
+    def validate(self) -> None:
+        """One-line errors for out-of-range values."""
+        super().validate()
+        check_number("similarity_weight", self.similarity_weight, low=0)
+
 
 @dataclass
 class Stage1Settings(PairSettings):
@@ -211,6 +243,11 @@ class Stage1Settings(PairSettings):
     batch_size: int = 96
     learning_rate: float = 1e-5
     similarity_scale: float = 20.0
+
+    def validate(self) -> None:
+        """One-line errors for out-of-range values."""
+        super().validate()
+        check_number("similarity_scale", self.similarity_scale, low=0, low_included=False)
 
 
 def parse_weights(weights: str | Sequence[int] | None, sources: int) -> tuple[int, ...] | None:

@@ -37,7 +37,7 @@ def test_errors_are_one_line_exit_2(tmp_path, capsys, tiny_checkpoint):
     assert main(["similarity", "--checkpoint", str(tmp_path / "none"), "a", "b"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "checkpoint not found" in err
-    (tmp_path / "in.txt").write_text("好\n\n", encoding="utf-8")
+    (tmp_path / "in.txt").write_text("好\n\n好\n", encoding="utf-8")
     assert main(["encode", "--checkpoint", str(tiny_checkpoint), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "v.npy")]) == 2
     assert "in.txt:2: empty text" in capsys.readouterr().err
     assert not (tmp_path / "v.npy").exists()

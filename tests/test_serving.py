@@ -15,7 +15,7 @@ import pytest
 
 from roformer_sim_ft import export as ex, graph_tokenizer, readers
 from roformer_sim_ft.errors import RoformerSimError
-from roformer_sim_ft.settings import SERVING_MAX_SAMPLES
+from roformer_sim_ft.settings import GENERATE_MAX_SAMPLES
 
 pytestmark = pytest.mark.skipif(
     graph_tokenizer.unavailable_reason() is not None, reason=str(graph_tokenizer.unavailable_reason())
@@ -170,7 +170,7 @@ def test_generate_text_equals_generate_repeats_and_refuses_bad_input(savedmodel,
     assert run("我喜欢北京", 4, 1) != run("我喜欢北京", 4, 2)
     assert len(run("我喜欢北京", 3, 1)) == 3
     for text, n, seed, message in [("  ", 2, 1, "text is empty"), ("北京", 0, 1, "n must be a positive integer"),
-                                   ("北京", SERVING_MAX_SAMPLES + 1, 1, f"n must be at most {SERVING_MAX_SAMPLES}"),
+                                   ("北京", GENERATE_MAX_SAMPLES + 1, 1, f"n must be at most {GENERATE_MAX_SAMPLES}"),
                                    ("北京", 2, -1, "seed must be a non-negative integer")]:
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             run(text, n, seed)
@@ -232,8 +232,8 @@ def _pair(rows_a: int, rows_b: int, segment_length_b: int = 3) -> dict:
     ("tokenize_text", {"text": _texts("北京", "")}, "text[1] is empty"),
     ("similarity_text", {"text_a": _texts("北京"), "text_b": _texts("  ")}, "text_b[0] is empty"),
     ("generate_text", {"text": "北京", "n": np.int32(0), "seed": np.int64(1)}, "n must be a positive integer, got 0"),
-    ("generate_text", {"text": "北京", "n": np.int32(SERVING_MAX_SAMPLES + 1), "seed": np.int64(1)},
-     f"n must be at most {SERVING_MAX_SAMPLES}, got {SERVING_MAX_SAMPLES + 1}"),
+    ("generate_text", {"text": "北京", "n": np.int32(GENERATE_MAX_SAMPLES + 1), "seed": np.int64(1)},
+     f"n must be at most {GENERATE_MAX_SAMPLES}, got {GENERATE_MAX_SAMPLES + 1}"),
     ("generate_text", {"text": "北京", "n": np.int32(2), "seed": np.int64(-3)}, "seed must be a non-negative integer, got -3"),
     ("generate_text", {"text": " ", "n": np.int32(2), "seed": np.int64(1)}, "text is empty"),
 ])
