@@ -342,6 +342,8 @@ def _args_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixed-precision", choices=tuple(PRECISIONS))
     p.add_argument("--synonyms-of", action="append", default=[], help="print gen_synonyms of this text at the end")
     p.add_argument("--overwrite", action="store_true", help="start again where --out holds an earlier pipeline run")
+    p.add_argument("--resume", action="store_true", help="continue an earlier pipeline run in --out: finished stages "
+                   "are kept, a stopped stage is resumed (same settings), the rest run")
 
 
 @command("pipeline", "[stage 1,] supervised stage, distillation, export and evaluation in one run")(_args_pipeline)
@@ -349,7 +351,7 @@ def _run_pipeline(args: argparse.Namespace) -> None:
     from .pipeline import run_pipeline
 
     loop = TrainConfig(seed=args.seed, devices=args.devices, mixed_precision=PRECISIONS.get(args.mixed_precision),
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, resume=args.resume)
     splits = _csv(args.splits)
     weights = parse_weights(args.pretrain_weights, len(args.pretrain_data))
     run_pipeline(
