@@ -124,7 +124,7 @@ def check_model(run, state: Path, saved: dict, config: dict, vocab: list[str], l
     if differs:
         raise RoformerSimError(
             f"--resume: {state} was saved with {precision_flag(before)}, not {precision_flag(now)}: "
-            f"resume with {precision_flag(before)}"
+            + (f"resume with {precision_flag(before)}" if before else "resume without --mixed-precision")
         )
 
 
