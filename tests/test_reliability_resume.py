@@ -200,8 +200,9 @@ def test_resume_at_the_last_step_writes_the_model_a_stopped_run_lacks(tiny_check
 # ------------------------------------------------------------ pipeline --resume
 def test_pipeline_resume_keeps_finished_stages_and_continues_the_rest(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "all"
-    args = ["pipeline", "--checkpoint", str(tiny_checkpoint), "--data", str(readers.sample_data_dir()), "--out", str(out),
-            "--supervised-steps", "1", "--supervised-batch-size", "8", "--distill-batch-size", "8"]
+    base = ["pipeline", "--checkpoint", str(tiny_checkpoint), "--data", str(readers.sample_data_dir()), "--out", str(out),
+            "--supervised-batch-size", "8", "--distill-batch-size", "8"]
+    args = [*base, "--supervised-steps", "1"]
     assert main([*args, "--distill-steps", "1", "--resume"]) == 0  # nothing to resume yet: every stage runs
     capsys.readouterr()
     assert main([*args, "--distill-steps", "2"]) == 2
@@ -211,3 +212,23 @@ def test_pipeline_resume_keeps_finished_stages_and_continues_the_rest(tiny_check
     assert f"kept {out / 'supervised'}: its run is finished at step 1" in printed
     assert json.loads((out / "distilled/run.json").read_text())["result"]["step"] == 2
     assert json.loads((out / "evaluation.json").read_text())["outputs"]["distilled"] == str(out / "distilled")
+    more = [*base, "--supervised-steps", "2", "--distill-steps", "3", "--resume"]
+    assert main(more) == 2  # the supervised stage went on: the distillation's teacher is another now
+    assert "was distilled from another teacher" in capsys.readouterr().err
+    assert main([*more, "--allow-changed-settings"]) == 0
+    assert f"kept {out / 'supervised'}: its run is finished at step 2" in capsys.readouterr().out
+    assert json.loads((out / "distilled/run.json").read_text())["result"]["step"] == 3
+
+
+def test_a_state_without_teacher_fingerprint_is_resumed_with_a_note(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from roformer_sim_ft import resume
+
+    run = SimpleNamespace(config=training.TrainConfig(seed=0), settings={"stage": "distill", "teacher_fingerprint": "ab"})
+    saved = {"settings": {"stage": "distill"}, "seed": 0}  # written before teachers were fingerprinted
+    resume.check_settings(run, tmp_path / "step-2", saved)
+    assert "does not record its teacher's fingerprint: the teacher is not compared" in capsys.readouterr().err
+    with pytest.raises(RoformerSimError, match=r"distilled from another teacher \(.* cd, now ab\)"):
+        resume.check_settings(run, tmp_path / "step-2", {**saved, "settings": {**saved["settings"],
+                                                                               "teacher_fingerprint": "cd"}})
