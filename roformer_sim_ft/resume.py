@@ -48,7 +48,7 @@ def precision_flag(policy: Optional[str]) -> str:
 
 
 def check_settings(run, state: Path, saved: dict) -> None:
-    """One line naming the first setting that differs from the state's (seed and data fingerprint included)."""
+    """One line naming the first setting that differs from the state's (seed, data and teacher fingerprints included)."""
     if "settings" not in saved:
         return
     before = {**saved.get("settings", {}), "seed": saved.get("seed", run.config.seed)}
