@@ -18,7 +18,7 @@ import numpy as np
 from . import compat  # noqa: F401  (must precede bert4keras)
 from bert4keras.snippets import sequence_padding, truncate_sequences
 
-from .errors import RoformerSimError
+from .errors import DamagedState, RoformerSimError
 from .readers import MAXLEN, DistillData, LabeledPair, SupervisedData, SynonymGroup
 
 __all__ = ["SupervisedBatches", "DistillBatches", "Stage1Batches"]
@@ -227,16 +227,17 @@ class _Batches:
             kind, version = state["kind"], state["version"]
             seed, batch_size, index = int(state["seed"]), int(state["batch_size"]), int(state["batches"])
             sizes = [int(s["size"]) for s in state["sources"]]
-        except (KeyError, TypeError, ValueError) as e:
-            raise RoformerSimError(f"malformed sampler state ({type(e).__name__}: {e})") from None
+            bucket = int(state.get("bucket", 1))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise DamagedState(f"malformed sampler state ({type(e).__name__}: {e})") from None
         if kind != self.kind or version != self.version:
             raise RoformerSimError(f"sampler state is for {kind} v{version}, not {self.kind} v{self.version}")
         if batch_size != self.batch_size:
             raise RoformerSimError(f"sampler state was saved with batch_size {batch_size}, not {self.batch_size}")
-        if int(state.get("bucket", 1)) != self.bucket:
+        if bucket != self.bucket:
             raise RoformerSimError(
-                f"sampler state was saved with bucket {state.get('bucket', 1)}, not {self.bucket} "
-                f"(resume with the same setting: --bucket {state.get('bucket', 1)})")
+                f"sampler state was saved with bucket {bucket}, not {self.bucket} "
+                f"(resume with the same setting: --bucket {bucket})")
         if state.get("weights") != self.weights:
             raise RoformerSimError(
                 f"sampler state was saved with weights {state.get('weights')}, not {self.weights} "
@@ -245,7 +246,7 @@ class _Batches:
             raise RoformerSimError(
                 f"sampler state does not match the data: saved sizes {sizes}, now {self._sampler.sizes}")
         if index < 0:
-            raise RoformerSimError(f"malformed sampler state (batches {index})")
+            raise DamagedState(f"malformed sampler state (batches {index})")
         self.seed = seed
         self._sampler = _RoundRobin(sizes, seed, self.weights)
         self._index = index

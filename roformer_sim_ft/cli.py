@@ -358,6 +358,10 @@ def _args_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixed-precision", choices=tuple(PRECISIONS))
     p.add_argument("--synonyms-of", action="append", default=[], help="print gen_synonyms of this text at the end")
     p.add_argument("--overwrite", action="store_true", help="start again where --out holds an earlier pipeline run")
+    p.add_argument("--resume", action="store_true", help="continue an earlier pipeline run in --out: finished stages "
+                   "are kept, a stopped stage is resumed (same settings), the rest run")
+    p.add_argument("--allow-changed-settings", action="store_true",
+                   help="--resume a stopped stage although its seed, data or a setting such as the lr differs")
 
 
 @command("pipeline", "[stage 1,] supervised stage, distillation, export and evaluation in one run")(_args_pipeline)
@@ -365,7 +369,7 @@ def _run_pipeline(args: argparse.Namespace) -> None:
     from .pipeline import run_pipeline
 
     loop = TrainConfig(seed=args.seed, devices=args.devices, mixed_precision=PRECISIONS.get(args.mixed_precision),
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, resume=args.resume, allow_changed_settings=args.allow_changed_settings)
     splits = _csv(args.splits)
     weights = parse_weights(args.pretrain_weights, len(args.pretrain_data))
     distill_weights = parse_weights(args.distill_weights, len(args.pairs) + 1)

@@ -12,3 +12,11 @@ class RoformerSimError(Exception):
 
 class NoDataFiles(RoformerSimError):
     """A data folder holds none of the files looked for (callers may offer a hint, e.g. another split)."""
+
+
+class DamagedState(RoformerSimError):
+    """A saved training state whose content cannot be used as written (malformed, not merely other settings)."""
+
+
+class NothingToDo(RoformerSimError):
+    """``resume`` of a run that is already finished at the steps asked for."""

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import batches, checkpoints, distribute, evaluation, outputs, readers, training
-from .errors import NoDataFiles, RoformerSimError
+from . import batches, checkpoints, distribute, evaluation, outputs, readers, resume, states, training
+from .errors import NoDataFiles, NothingToDo, RoformerSimError
 from .io import write_text_atomic
 from .model import SimModel, make_tokenizer
 from .objectives import DistillObjective, Stage1Objective, SupervisedObjective
@@ -154,7 +154,8 @@ def distill(
         pairs, _tokenizer(student), weights=weights, batch_size=settings.batch_size, maxlen=settings.maxlen,
         seed=train_config.seed, bucket=settings.bucket, pad_to=settings.pad_to,
     )
-    record = {"stage": "distill", "teacher": str(teacher), "student": str(student)}
+    record = {"stage": "distill", "teacher": str(teacher), "student": str(student),
+              "teacher_fingerprint": checkpoint_fingerprint(teacher)}  # resume refuses another teacher
     return _train_stage(objective, stream, settings, train_config, pairs.reports, eval_dir, eval_split,
                         readers.DEFAULT_TASKS, allow_eval_overlap, record, student)
 
@@ -292,7 +293,9 @@ def run_pipeline(
     ``OUT/distilled`` (the UniLM student, released layout), ``OUT/export`` (the
     student re-exported and verified), ``OUT/evaluation.json``. Each stage's
     ``out_dir`` is set here (the configs given are not changed). Distillation
-    pairs: ``pair_files`` and the positive pairs of ``data_dir``. The final
+    pairs: ``pair_files`` and the positive pairs of ``data_dir``. With ``resume``
+    in the configs, a stage whose run is finished is kept, one that was stopped is
+    continued, and the others run; export and evaluation run again. The final
     evaluation reads ``eval_split`` of ``eval_dir`` (default ``data_dir``),
     which must not be a training file unless ``allow_eval_overlap``.
     """
@@ -317,17 +320,17 @@ def run_pipeline(
     number = iter(range(1, total + 1))
     if pretrain_files:
         print(f"== {next(number)}/{total} stage 1: {checkpoint} -> {dirs['pretrained']}")
-        pretrain(checkpoint, replace(pretrain_config, out_dir=str(dirs["pretrained"])), pretrain_files,
-                 settings=pretrain_settings)
+        _stage(pretrain_config, dirs["pretrained"],
+               lambda config: pretrain(checkpoint, config, pretrain_files, settings=pretrain_settings))
         checkpoint = dirs["pretrained"]
     else:
         del dirs["pretrained"]
     print(f"== {next(number)}/{total} supervised stage: {checkpoint} -> {dirs['supervised']}")
-    supervised(checkpoint, replace(supervised_config, out_dir=str(dirs["supervised"])), data_dir,
-               settings=supervised_settings)
+    _stage(supervised_config, dirs["supervised"],
+           lambda config: supervised(checkpoint, config, data_dir, settings=supervised_settings))
     print(f"== {next(number)}/{total} distillation: teacher {dirs['supervised']}, student {checkpoint} -> {dirs['distilled']}")
-    distill(dirs["supervised"], checkpoint, replace(distill_config, out_dir=str(dirs["distilled"])), pair_files,
-            data_dir, distill_settings)
+    _stage(distill_config, dirs["distilled"],
+           lambda config: distill(dirs["supervised"], checkpoint, config, pair_files, data_dir, distill_settings))
     print(f"== {next(number)}/{total} export in the released layout -> {dirs['export']}")
     SimModel.load(dirs["distilled"]).save(dirs["export"])
     print(f"== {next(number)}/{total} evaluation")
@@ -355,6 +358,24 @@ def run_pipeline(
     write_text_atomic(out_dir / "evaluation.json", json.dumps(summary, ensure_ascii=False, indent=2, allow_nan=False) + "\n")
     summary["table"] = table
     return summary
+
+
+def checkpoint_fingerprint(checkpoint: str | os.PathLike) -> str:
+    """Short hash of a checkpoint's config, vocab and weight index (the index holds every tensor's
+    checksum): another model, or other weights, give another value, at the cost of reading small files."""
+    files = checkpoints.resolve(checkpoint)
+    return evaluation.fingerprint_files([files.config, files.vocab, Path(str(files.prefix) + ".index")])
+
+
+def _stage(config: TrainConfig, folder: Path, run) -> None:
+    """``run(config)`` with the stage's ``out_dir``; under ``resume``, a stage folder without a
+    state is started, one with an unfinished run continued, and a finished run kept."""
+    if config.resume and not config.overwrite and states.latest_state(folder) is None:  # (validate refuses both)
+        config = replace(config, resume=False)
+    try:
+        run(replace(config, out_dir=str(folder)))
+    except NothingToDo:
+        print(f"   kept {folder}: its run is finished at step {resume.finished_at(folder)}")
 
 
 def _tokenizer(checkpoint: str | os.PathLike):

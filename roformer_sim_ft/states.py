@@ -19,7 +19,7 @@ from . import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 
 from . import checkpoints, outputs
-from .errors import RoformerSimError
+from .errors import DamagedState, RoformerSimError
 from .io import os_error
 
 STATE_DIR = "training_state"
@@ -103,14 +103,18 @@ def set_aside(state: Path) -> Path:
 
 
 def read_record(state: Path) -> dict:
-    """The ``state.json`` of a state folder."""
+    """The ``state.json`` of a state folder (:class:`DamagedState` when it cannot be one)."""
     try:
         record = json.loads((Path(state) / "state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise RoformerSimError(f"{state}/state.json: unreadable training state ({e})") from None
+        raise DamagedState(f"{state}/state.json: unreadable training state ({e})") from None
     if not isinstance(record, dict) or not isinstance(record.get("step"), int) or "sampler" not in record:
-        raise RoformerSimError(f"{state}/state.json: not a training state record")
-    return record
+        raise DamagedState(f"{state}/state.json: not a training state record")
+    history = record.get("history", {"evaluations": [], "best": None, "losses": []})
+    if not (isinstance(history, dict) and isinstance(history.get("evaluations"), list)
+            and isinstance(history.get("losses"), list) and isinstance(history.get("best", 0), (dict, type(None)))):
+        raise DamagedState(f"{state}/state.json: malformed history (expected evaluations, losses and best)")
+    return {**record, "history": history}
 
 
 def load_state_model(path: str | os.PathLike):

@@ -37,7 +37,7 @@ from . import compat
 import tensorflow as tf
 from bert4keras.backend import keras
 
-from . import checkpoints, distribute, outputs, states, summaries
+from . import checkpoints, distribute, outputs, resume, states, summaries
 from .errors import RoformerSimError
 from .io import write_text_atomic
 from .settings import LOG_DIR, StageSettings, TrainConfig
@@ -184,7 +184,7 @@ class _Run:
 
     def save(self, step: int) -> Path:
         record = {"step": step, "sampler": self.batches.state(), "history": self.history, "settings": self.settings,
-                  "seed": self.config.seed}
+                  "seed": self.config.seed, "mixed_precision": self.config.mixed_precision}
         return states.save_state(self.out_dir, step, self.checkpoint, record, self.config.keep_states,
                                  self.objective.model)
 
@@ -203,8 +203,8 @@ def train(
     better) and ``as_dict()``, e.g. :class:`~roformer_sim_ft.evaluation.SimilarityEvaluator`.
     ``on_step(step, losses)`` is called after every step (for tests and tools).
     ``settings`` is recorded in ``run.json`` and in each state; ``resume``
-    refuses a state saved with other settings, seed or data (see
-    :data:`RESUME_FIXED`, ``config.allow_changed_settings``).
+    refuses a state saved with other settings, seed, data, model, vocab or
+    precision (see :mod:`roformer_sim_ft.resume`, ``config.allow_changed_settings``).
 
     ``out_dir`` must be new, empty or a training folder of ours; it is locked
     for the run. A new run into a folder holding another run's states stops
@@ -355,62 +355,18 @@ def _build(objective, batches, config: TrainConfig, out_dir: Path, settings: dic
     return _Run(objective, batches, config, out_dir, strategy, compile_step, step_var, checkpoint, settings, role, log)
 
 
-# Settings a state is bound to: a different value makes a different model (never overridable).
-RESUME_FIXED = ("stage", "objective", "features", "heads")
-# Settings whose change only alters how training goes on: refused unless config.allow_changed_settings.
-# Paths (checkpoint, data, teacher, student) may move; the data's content is compared by fingerprint.
-# attention_dropout_used follows from attention_dropout_rate and the checkpoint's config.
-RESUME_IGNORED = ("checkpoint", "data", "teacher", "student", "skip_bad_lines", "attention_dropout_used")
-
-
-_FLAGS = {"dropout_rate": "--dropout", "attention_dropout_rate": "--attention-dropout"}
-# What a state saved before a setting was recorded was trained with.
-_UNRECORDED = {"adam_epsilon": 1e-6}
-
-
-def _shown(value, key: str = "") -> str:
-    if value is None and key == "attention_dropout_rate":
-        return "config"  # the checkpoint config's rate, as the flag spells it
-    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-
-
-def _check_settings(run: _Run, state: Path, saved: dict) -> None:
-    """One line naming the first setting that differs from the state's (seed and data fingerprint included)."""
-    if "settings" not in saved:
-        return
-    before = {**_UNRECORDED, **saved.get("settings", {}), "seed": saved.get("seed", run.config.seed)}
-    now = {**run.settings, "seed": run.config.seed}
-    for key in sorted(set(before) | set(now), key=lambda k: (k not in RESUME_FIXED, k)):
-        if key in RESUME_IGNORED or json.dumps(before.get(key), default=str) == json.dumps(now.get(key), default=str):
-            continue
-        b, n = _shown(before.get(key), key), _shown(now.get(key), key)
-        if key in RESUME_FIXED:
-            raise RoformerSimError(
-                f"--resume: {state} was trained with {key} {b}, not {n}: that is another model; start it in another --out"
-            )
-        if not run.config.allow_changed_settings:
-            if key == "data_fingerprint":
-                raise RoformerSimError(
-                    f"--resume: {state} was saved on other data (content fingerprint {b}, now {n}): "
-                    "resume with the same data, or pass --allow-changed-settings"
-                )
-            raise RoformerSimError(
-                f"--resume: {state} was saved with {key} {b}, not {n} (resume with the same setting: "
-                f"{_FLAGS.get(key, '--' + key.replace('_', '-'))} {b}), or pass --allow-changed-settings"
-            )
-        print(f"note: --resume with {key} {n} instead of {b} (--allow-changed-settings)", file=sys.stderr)
-
-
 def _restore(run: _Run) -> None:
     """Continue from the latest readable training state of ``out_dir``: weights, optimizer, sampler, history.
 
-    A damaged state (unreadable state.json or weights) is renamed ``step-N.damaged``
-    with a warning and the previous kept state is used instead. Multi-worker, the
+    Other settings, model, vocab, precision or teacher than the state's are refused
+    in one line; a damaged state (unreadable state.json, sampler or weights) is renamed
+    ``step-N.damaged`` with a warning and the previous kept state is used instead
+    (:func:`roformer_sim_ft.resume.read_state`). Multi-worker, the
     chief alone reads the state and the other workers receive it from the chief
     (they need no access to ``out_dir``).
     """
     if run.role.chief:
-        _read_state(run)
+        resume.read_state(run)
     if not run.role.multi_worker:
         return
     variables = list({id(v): v for v in tf.train.TrackableView(run.checkpoint).descendants()
@@ -418,44 +374,6 @@ def _restore(run: _Run) -> None:
     distribute.broadcast_from_chief(run.strategy, variables)
     if not run.role.chief:  # batch k is a function of (seed, k): the step is the sampler's whole state
         run.batches.advance(int(run.step_var.numpy()) - run.batches.position)
-
-
-def _read_state(run: _Run) -> None:
-    """The chief's part of :func:`_restore`."""
-    candidates = states.list_states(run.out_dir)[::-1]
-    if not candidates:
-        raise RoformerSimError(f"--resume: no training state in {run.out_dir / STATE_DIR}")
-    for state in candidates:
-        try:
-            saved = states.read_record(state)
-        except RoformerSimError as e:
-            _set_aside(state, e)
-            continue
-        _check_settings(run, state, saved)
-        try:
-            run.checkpoint.read(str(state / "ckpt")).assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, IndexError, AssertionError) as e:
-            _set_aside(state, e)
-            continue
-        break
-    else:
-        raise RoformerSimError(f"--resume: no readable training state in {run.out_dir / STATE_DIR}")
-    run.batches.restore(saved["sampler"])
-    run.history = saved["history"]
-    if int(run.step_var.numpy()) != saved["step"] or run.batches.position != saved["step"]:
-        raise RoformerSimError(f"{state}: inconsistent training state (step {int(run.step_var.numpy())} vs {saved['step']})")
-    if saved["step"] >= run.config.steps:
-        raise RoformerSimError(
-            f"--resume: the run in {run.out_dir} is at step {saved['step']} and --steps is {run.config.steps}: "
-            f"nothing to do (give --steps above {saved['step']} to continue it)"
-        )
-
-
-def _set_aside(state: Path, error: BaseException) -> None:
-    text = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-    aside = states.set_aside(state)
-    print(f"warning: training state {state} is damaged ({text}); moved to {aside.name}, trying the previous one",
-          file=sys.stderr)
 
 
 def _loop(run: _Run, evaluator, on_step, stop: _StopFlag) -> TrainResult:
@@ -467,7 +385,8 @@ def _loop(run: _Run, evaluator, on_step, stop: _StopFlag) -> TrainResult:
     show = (config.show_progress if config.show_progress is not None else True) and run.role.chief
     bar = tqdm(total=config.steps, initial=start, desc=run.objective.name, disable=not show, dynamic_ncols=True)
     interrupted = False
-    losses: dict[str, float] = {}
+    last = history["losses"][-1] if history["losses"] else {}
+    losses: dict[str, float] = {k: v for k, v in last.items() if k != "step"} if last.get("step") == start else {}
     t0, waited = time.perf_counter(), 0.0
     step = start
     schedule = WarmupConstant(config.learning_rate, config.warmup_steps)
@@ -497,7 +416,7 @@ def _loop(run: _Run, evaluator, on_step, stop: _StopFlag) -> TrainResult:
             on_step(step, losses)
         if evaluator is not None and config.eval_every and step % config.eval_every == 0:
             _evaluate(run, evaluator, step, bar)
-        if stop.signal is not None or stop_any:
+        if (stop.signal is not None or stop_any) and step < config.steps:
             interrupted = True
             break
         if config.save_every and step % config.save_every == 0 and step < config.steps:
@@ -506,6 +425,8 @@ def _loop(run: _Run, evaluator, on_step, stop: _StopFlag) -> TrainResult:
         path = stop.last_saved = run.save(step)
         if run.role.chief:
             bar.write(f"interrupted at step {step}: state saved to {path}; continue with --resume")
+    elif stop.signal is not None and run.role.chief:  # came during the last step: the run finishes
+        bar.write(f"stop signal during the last step {step}: writing the model and run.json")
     bar.close()
     elapsed = time.perf_counter() - t0
     return TrainResult(

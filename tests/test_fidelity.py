@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from roformer_sim_ft import readers, training
+from roformer_sim_ft import readers, resume, training
 from roformer_sim_ft.objectives import DistillObjective, Stage1Objective, SupervisedObjective
 
 from bert4keras.layers import Dropout, MultiHeadAttention  # noqa: E402  (after roformer_sim_ft)
@@ -276,12 +276,12 @@ def test_resuming_a_state_from_before_the_faithful_defaults_names_the_flags_that
     run = SimpleNamespace(config=config, settings={"stage": "distill", "attention_dropout_rate": 0.0,
                                                    "adam_epsilon": config.adam_epsilon})
     with pytest.raises(RoformerSimError, match="adam_epsilon 1e-06, not 1e-07.*--adam-epsilon 1e-06"):
-        training._check_settings(run, tmp_path / "step-5", {"settings": old, "seed": 0})
+        resume.check_settings(run, tmp_path / "step-5", {"settings": old, "seed": 0})
     run.settings["adam_epsilon"] = 1e-6
     with pytest.raises(RoformerSimError, match="attention_dropout_rate config, not 0.0.*--attention-dropout config"):
-        training._check_settings(run, tmp_path / "step-5", {"settings": old, "seed": 0})
+        resume.check_settings(run, tmp_path / "step-5", {"settings": old, "seed": 0})
     run.settings["attention_dropout_rate"] = None
-    training._check_settings(run, tmp_path / "step-5", {"settings": old, "seed": 0})  # the old recipe continues
+    resume.check_settings(run, tmp_path / "step-5", {"settings": old, "seed": 0})  # the old recipe continues
 
 
 def test_pipeline_distill_weights_count_the_pair_files_and_the_labelled_data(tiny_checkpoint, tmp_path, capsys):
