@@ -51,7 +51,7 @@ def _evaluator(eval_dir, split: str, tasks, skip_bad_lines: bool, training_files
 
 
 def _train_stage(objective, stream, settings: StageSettings, train_config: TrainConfig, reports, eval_dir,
-                 eval_split: str, tasks, allow_eval_overlap: bool, record: dict) -> training.TrainResult:
+                 eval_split: str, tasks, allow_eval_overlap: bool, record: dict, inputs: dict) -> training.TrainResult:
     """What both stages share: the stage's optimiser values, the evaluator, the run record, the loop."""
     config = replace(
         train_config,
@@ -62,7 +62,7 @@ def _train_stage(objective, stream, settings: StageSettings, train_config: Train
                            allow_eval_overlap)
     fingerprint = evaluation.fingerprint_files([r.path for r in reports])  # resume refuses other data of the same size
     return training.train(objective, stream, config, evaluator=evaluator,
-                          settings={**record, **settings.as_record(), "data_fingerprint": fingerprint})
+                          settings={**record, **settings.as_record(), "data_fingerprint": fingerprint}, inputs=inputs)
 
 
 def supervised(
@@ -78,7 +78,8 @@ def supervised(
 ) -> training.TrainResult:
     """Fine-tune ``checkpoint`` Sentence-BERT style; the encoder lands in ``train_config.out_dir``."""
     settings.validate()
-    training.check_out_dir(train_config)
+    inputs = {"--checkpoint": checkpoint}
+    training.check_out_dir(train_config, inputs)
     corpus = readers.load_supervised_data(
         data_dir, senteval_files=senteval_files, nli_files=nli_files, tasks=settings.tasks, splits=settings.splits,
         thresholds=settings.thresholds, maxlen=settings.maxlen, skip_bad_lines=settings.skip_bad_lines,
@@ -95,7 +96,7 @@ def supervised(
     )
     record = {"stage": "supervised", "checkpoint": str(checkpoint), "data": str(data_dir)}
     return _train_stage(objective, stream, settings, train_config, corpus.reports, eval_dir, eval_split,
-                        settings.tasks, allow_eval_overlap, record)
+                        settings.tasks, allow_eval_overlap, record, inputs)
 
 
 def distill(
@@ -111,7 +112,8 @@ def distill(
 ) -> training.TrainResult:
     """Distil ``teacher``'s similarities into the UniLM ``student``; the student lands in ``out_dir``."""
     settings.validate()
-    training.check_out_dir(train_config)
+    inputs = {"--teacher": teacher, "--student": student}
+    training.check_out_dir(train_config, inputs)
     pairs = readers.load_distill_pairs(
         pair_files, labeled_dir=labeled_dir, splits=settings.labeled_splits, maxlen=settings.maxlen,
         skip_bad_lines=settings.skip_bad_lines,
@@ -126,7 +128,7 @@ def distill(
     )
     record = {"stage": "distill", "teacher": str(teacher), "student": str(student)}
     return _train_stage(objective, stream, settings, train_config, pairs.reports, eval_dir, eval_split,
-                        readers.DEFAULT_TASKS, allow_eval_overlap, record)
+                        readers.DEFAULT_TASKS, allow_eval_overlap, record, inputs)
 
 
 def pretrain(
@@ -146,6 +148,8 @@ def pretrain(
     the checkpoint lacks is initialised, and the variables are named on stdout.
     """
     settings.validate()
+    inputs = {"--checkpoint": checkpoint}
+    training.check_out_dir(train_config, inputs)
     pairs = readers.load_distill_pairs(
         pair_files, labeled_dir=labeled_dir, splits=settings.labeled_splits, maxlen=settings.maxlen,
         skip_bad_lines=settings.skip_bad_lines,
@@ -165,7 +169,7 @@ def pretrain(
     )
     record = {"stage": "pretrain", "checkpoint": str(checkpoint), "initialised": objective.initialised}
     return _train_stage(objective, stream, settings, train_config, pairs.reports, eval_dir, eval_split,
-                        readers.DEFAULT_TASKS, allow_eval_overlap, record)
+                        readers.DEFAULT_TASKS, allow_eval_overlap, record, inputs)
 
 
 @dataclass
@@ -255,7 +259,9 @@ def run_pipeline(
     """[Stage 1 →] supervised stage → distillation → export → evaluation (+ generated synonyms).
 
     ``out_dir`` must be new, empty or an earlier pipeline output (a stage
-    folder holding a run needs ``overwrite`` in its config). Outputs, each
+    folder holding a run needs ``overwrite`` in its config, ``OUT/export``
+    ``distill_config.overwrite``), and no stage folder may hold ``checkpoint``:
+    all checked before the first stage starts. Outputs, each
     kept: ``OUT/pretrained`` (stage 1, only with ``pretrain_files``: pairs of
     similar texts; then ``checkpoint`` may be a plain RoFormer and the later
     stages start from this output), ``OUT/supervised`` (the -ft encoder),
@@ -269,10 +275,17 @@ def run_pipeline(
     if distribute.role().multi_worker:
         raise RoformerSimError(f"the pipeline runs on one machine; under a multi-worker {distribute.ENV} run its "
                                "stages one by one (train, distill: docs/SCALING.md)")
-    out_dir = Path(out_dir)
+    out_dir = outputs.real_path(out_dir)
     dirs = {name: out_dir / name for name in PIPELINE_STAGES}
     eval_dir = eval_dir or data_dir
     outputs.check_folder_target(out_dir, ("pipeline", "demo"), "pipeline output")
+    stage_configs = {"pretrained": pretrain_config, "supervised": supervised_config, "distilled": distill_config}
+    for name, folder in dirs.items():  # every stage's folder, before hours of training
+        outputs.check_not_input(folder, {"--checkpoint": checkpoint})
+        if name in stage_configs and (name != "pretrained" or pretrain_files):
+            training.check_out_dir(replace(stage_configs[name], out_dir=str(folder)))
+    outputs.check_folder_target(dirs["export"], ("ckpt",), "checkpoint")
+    outputs.check_replace(dirs["export"], distill_config.overwrite)
     outputs.ensure_folder(out_dir)
     if outputs.read_manifest(out_dir) is None:
         outputs.write_manifest(out_dir, "pipeline", [*PIPELINE_STAGES, "evaluation.json"])
@@ -297,7 +310,7 @@ def run_pipeline(
     distill(dirs["supervised"], checkpoint, replace(distill_config, out_dir=str(dirs["distilled"])), pair_files,
             data_dir, distill_settings)
     print(f"== {next(number)}/{total} export in the released layout -> {dirs['export']}")
-    SimModel.load(dirs["distilled"]).save(dirs["export"])
+    SimModel.load(dirs["distilled"]).save(dirs["export"], overwrite=distill_config.overwrite)
     print(f"== {next(number)}/{total} evaluation")
     evaluations = {}
     for name in ("supervised", "export"):
