@@ -175,9 +175,12 @@ def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
 def check_not_input(out: str | os.PathLike, inputs: Mapping[str, Optional[str | os.PathLike]]) -> None:
     """One line, before anything is written, if an input (``{flag: path}``) is inside the output folder ``out``."""
     for flag, path in inputs.items():
-        if path is not None and is_inside(path, out):
-            raise RoformerSimError(f"{flag} {path} is inside {out}, which this command replaces: "
-                                   f"choose another --out, or move {path} out of it first")
+        if path is None or not is_inside(path, out):
+            continue
+        if os.path.realpath(path) == os.path.realpath(out):
+            raise RoformerSimError(f"{flag} {path} is {out}, the folder this command replaces: choose another --out")
+        raise RoformerSimError(f"{flag} {path} is inside {out}, which this command replaces: "
+                               f"choose another --out, or move {path} out of it first")
 
 
 # ------------------------------------------------------------- swap

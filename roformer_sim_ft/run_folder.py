@@ -45,7 +45,7 @@ def _refuse_earlier_run(out_dir: Path) -> None:
         )
     if _model_files(out_dir):
         raise RoformerSimError(
-            f"{out_dir} holds a trained model (its training states are gone, so it cannot be resumed): "
+            f"{out_dir} holds a trained model but no training state to resume: "
             "use --overwrite to start again, or choose another --out"
         )
 

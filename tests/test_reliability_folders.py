@@ -71,16 +71,17 @@ def run(tiny_checkpoint, tiny_model, few, tmp_path):
 def test_an_input_inside_out_is_refused_before_anything_is_deleted(run, tiny_checkpoint, tmp_path, capsys):
     before = _tree(run)
     train = ["train", "--checkpoint", str(run), "--data", str(SAMPLE), "--steps", "3", "--out", str(run), "--overwrite"]
-    assert f"--checkpoint {run} is inside {run}, which this command replaces" in _one_line_error(capsys, train)
+    assert f"--checkpoint {run} is {run}, the folder this command replaces" in _one_line_error(capsys, train)
     state = run / "training_state" / "step-2"
-    assert "is inside" in _one_line_error(capsys, [*train[:2], str(state), *train[3:-1], "--resume"])
+    assert f"--checkpoint {state} is inside {run}, which this command replaces" in \
+        _one_line_error(capsys, [*train[:2], str(state), *train[3:-1], "--resume"])
     distill = ["distill", "--teacher", str(run), "--student", str(tiny_checkpoint), "--pairs", str(PAIRS),
                "--steps", "3", "--out", str(run), "--overwrite"]
-    assert f"--teacher {run} is inside {run}" in _one_line_error(capsys, distill)
-    with pytest.raises(RoformerSimError, match="--checkpoint .* is inside"):
+    assert f"--teacher {run} is {run}, the folder" in _one_line_error(capsys, distill)
+    with pytest.raises(RoformerSimError, match="--checkpoint .* is inside .*, which this command replaces"):
         from roformer_sim_ft.pipeline import pretrain
 
-        pretrain(run, training.TrainConfig(out_dir=str(run), steps=3, overwrite=True), [PAIRS])
+        pretrain(state, training.TrainConfig(out_dir=str(run), steps=3, overwrite=True), [PAIRS])
     assert _tree(run) == before
 
     # pipeline --checkpoint OUT/<stage>: refused before the first stage, whichever stage holds it
@@ -91,7 +92,7 @@ def test_an_input_inside_out_is_refused_before_anything_is_deleted(run, tiny_che
     before = _tree(out)
     pipe = ["pipeline", "--checkpoint", str(out / "distilled"), "--data", str(SAMPLE), "--out", str(out),
             "--supervised-steps", "1", "--distill-steps", "1", "--overwrite"]
-    assert f"--checkpoint {out / 'distilled'} is inside {out / 'distilled'}" in _one_line_error(capsys, pipe)
+    assert f"--checkpoint {out / 'distilled'} is {out / 'distilled'}, the folder" in _one_line_error(capsys, pipe)
     assert _tree(out) == before and sorted(p.name for p in out.iterdir()) == [outputs.MANIFEST_NAME, "distilled"]
 
 
@@ -101,7 +102,7 @@ def test_a_finished_model_stays_protected_after_its_states_are_deleted(run, tiny
     shutil.rmtree(run / "training_state")  # to save disk
     err = _one_line_error(capsys, ["train", "--checkpoint", str(tiny_checkpoint), "--data", str(SAMPLE),
                                    "--steps", "1", "--out", str(run)])
-    assert f"{run} holds a trained model (its training states are gone" in err and "--overwrite" in err
+    assert f"{run} holds a trained model but no training state to resume: use --overwrite" in err
     with pytest.raises(RoformerSimError, match="holds a trained model"):
         _train(tiny_checkpoint, few, tiny_model.tokenizer, run, seed=5)
     assert _same(_weights(run), first)
@@ -195,7 +196,7 @@ def test_a_folder_holding_weights_is_replaced_only_with_overwrite(tiny_checkpoin
         assert main([*args, "--overwrite"]) == 0
     # an export never replaces its own input
     err = _one_line_error(capsys, ["export", "--checkpoint", str(model), "--out", str(model), "--overwrite"])
-    assert f"--checkpoint {model} is inside {model}, which this command replaces" in err
+    assert f"--checkpoint {model} is {model}, the folder this command replaces" in err
     assert _same(_weights(model), _weights(tiny_checkpoint))
 
 
