@@ -222,3 +222,16 @@ def test_a_long_error_keeps_its_reason(tiny_checkpoint, tiny_model, few, tmp_pat
     short = error_text(OSError(text))
     assert len(short) <= 200 and short.endswith("No space left on device")
     assert error_text(ValueError("x" * 500 + " the reason")).endswith("the reason")
+
+
+# ------------------------------------------------------------ 8: the pipeline's export folder, checked first
+def test_the_pipeline_refuses_to_replace_an_export_before_training(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "pipe"
+    out.mkdir()
+    outputs.write_manifest(out, "pipeline", ["supervised", "distilled", "export", "evaluation.json"])
+    shutil.copytree(tiny_checkpoint, out / "export")  # a checkpoint of ours, e.g. the export of a run whose stages were deleted
+    before = _tree(out)
+    err = _one_line_error(capsys, ["pipeline", "--checkpoint", str(tiny_checkpoint), "--data", str(SAMPLE), "--out", str(out),
+                                   "--supervised-steps", "1", "--distill-steps", "1"])
+    assert f"{out / 'export'}: holds a roformer-sim-ft ckpt output; not replacing it without --overwrite" in err
+    assert _tree(out) == before and sorted(p.name for p in out.iterdir()) == [outputs.MANIFEST_NAME, "export"]
