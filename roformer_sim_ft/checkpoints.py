@@ -24,7 +24,7 @@ import numpy as np
 
 from . import outputs
 from .errors import RoformerSimError
-from .io import os_error, read_lines
+from .io import error_text, os_error, read_lines
 from .settings import check_seed
 
 CONFIG_NAME = "bert_config.json"
@@ -254,7 +254,7 @@ def _open_reader(prefix: str | os.PathLike):
     try:
         return tf.train.load_checkpoint(str(prefix))
     except (tf.errors.OpError, ValueError, IndexError, OSError) as e:
-        raise RoformerSimError(f"{prefix}: not a readable TF checkpoint ({_first_line(e)})") from None
+        raise RoformerSimError(f"{prefix}: not a readable TF checkpoint ({error_text(e)})") from None
 
 
 def absent_heads(prefix: str | os.PathLike, config: Mapping) -> list[str]:
@@ -292,14 +292,11 @@ def read_weights(prefix: str | os.PathLike, config: Mapping, init_missing_heads:
         return {name: fresh[name] if name in fresh else reader.get_tensor(name) for name in expected}
     except (tf.errors.OpError, IndexError, ValueError, OSError) as e:
         raise RoformerSimError(
-            f"{prefix}: checkpoint data unreadable ({_first_line(e)}): the .index and .data files are damaged "
+            f"{prefix}: checkpoint data unreadable ({error_text(e)}): the .index and .data files are damaged "
             "or do not belong together"
         ) from None
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def init_weights(config: Mapping, seed: int = 0, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -357,16 +354,18 @@ def write_checkpoint(
     config: Mapping,
     vocab: list[str],
     weights: Mapping[str, np.ndarray],
+    overwrite: bool = False,
 ) -> Path:
     """Write a checkpoint folder in the released layout, atomically and verified.
 
     Files are written to a temporary folder beside ``out_dir``, read back and
     compared bit for bit with ``weights``; only then is the folder swapped in
     whole (:func:`roformer_sim_ft.outputs.swap_in`: a kill leaves the old or the
-    new checkpoint, never a mix). An existing ``out_dir`` must be empty or an
-    earlier checkpoint of ours, or the training folder this process is
-    training into (its other entries are kept). On failure nothing that existed before is touched and
-    the temporary folder is removed.
+    new checkpoint, never a mix). An existing ``out_dir`` must be empty, an
+    earlier checkpoint of ours (replaced only with ``overwrite``), or the
+    training folder this process is training into (its other entries are
+    kept). A symlinked ``out_dir`` is written through. On failure nothing that
+    existed before is touched and the temporary folder is removed.
     """
     out_dir = Path(out_dir)
     expected = expected_variables(config)
@@ -384,10 +383,12 @@ def write_checkpoint(
         if not np.isfinite(weights[name]).all():
             raise RoformerSimError(f"{out_dir}: variable {name} holds NaN or infinite values; not writing them")
     outputs.recover(out_dir)
-    if outputs.check_folder_target(out_dir, ("ckpt", "training"), "checkpoint") == "training" \
-            and not outputs.holds_lock(out_dir):
-        raise RoformerSimError(f"{out_dir}: holds a training run, whose model only its training writes; "
-                               "write this checkpoint into another folder")
+    if outputs.check_folder_target(out_dir, ("ckpt", "training"), "checkpoint") == "training":
+        if not outputs.holds_lock(out_dir):
+            raise RoformerSimError(f"{out_dir}: holds a training run, whose model only its training writes; "
+                                   "write this checkpoint into another folder")
+    else:
+        outputs.check_replace(out_dir, overwrite)
     tmp = outputs.temp_dir_beside(out_dir)
     tf = _tensorflow()
     try:
@@ -407,7 +408,7 @@ def write_checkpoint(
     except OSError as e:
         raise os_error(out_dir, e) from None
     except tf.errors.OpError as e:
-        raise RoformerSimError(f"{out_dir}: cannot write the checkpoint ({_first_line(e)}); nothing half-written was left") from None
+        raise RoformerSimError(f"{out_dir}: cannot write the checkpoint ({error_text(e)}); nothing half-written was left") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

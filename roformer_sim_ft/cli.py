@@ -39,6 +39,7 @@ def _args_init(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", default="builtin", help="vocab.txt (default: a char vocab built from jieba's dictionary)")
     p.add_argument("--out", required=True, help="output folder (released layout)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier checkpoint in --out")
 
 
 @command("init", "write a new random RoFormer-Sim checkpoint")(_args_init)
@@ -53,7 +54,8 @@ def _run_init(args: argparse.Namespace) -> None:
         config = checkpoints.preset_config(args.config, len(vocab))
     if len(vocab) != config["vocab_size"]:
         raise RoformerSimError(f"{args.vocab}: vocab has {len(vocab)} tokens but config vocab_size is {config['vocab_size']}")
-    checkpoints.write_checkpoint(args.out, config, vocab, checkpoints.init_weights(config, args.seed))
+    checkpoints.write_checkpoint(args.out, config, vocab, checkpoints.init_weights(config, args.seed),
+                                 overwrite=args.overwrite)
     print(f"wrote {args.out}")
 
 
@@ -104,7 +106,9 @@ def _run_encode(args: argparse.Namespace) -> None:
 
 def _args_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (released layout)")
-    p.add_argument("--out", required=True, help="output folder (replaced only if empty or an earlier export of the same format)")
+    p.add_argument("--out", required=True, help="output folder (new or empty; an earlier export of the same format "
+                   "is replaced only with --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export of the same format in --out")
     p.add_argument("--format", default="ckpt", choices=tuple(EXPORT_FORMATS),
                    help="; ".join(f"{name}: {what}" for name, what in EXPORT_FORMATS.items()))
 
@@ -113,7 +117,7 @@ def _args_export(p: argparse.ArgumentParser) -> None:
 def _run_export(args: argparse.Namespace) -> None:
     from .export import export
 
-    result = export(args.checkpoint, args.out, args.format)
+    result = export(args.checkpoint, args.out, args.format, args.overwrite)
     print(f"wrote {result.path} ({result.format}; verified: {result.checked}; largest difference {result.max_diff:.2g})")
 
 
@@ -159,7 +163,8 @@ def _add_loop_args(p: argparse.ArgumentParser, stage: type[StageSettings]) -> No
                    help="evaluate (and select the model) on files that are also training files")
     g.add_argument("--resume", action="store_true", help="continue from the latest state in --out")
     g.add_argument("--overwrite", action="store_true",
-                   help="start a new run in an --out that holds another run (its states, model and run.json are cleared)")
+                   help="start a new run in an --out that holds another run (its states, model, run.json and "
+                   "event files are deleted; nothing else)")
     g.add_argument("--allow-changed-settings", action="store_true",
                    help="--resume although the seed, the data or a setting such as --lr differs from the saved run's")
     g.add_argument("--devices", type=int, help="MirroredStrategy over N devices (default: all GPUs, else one device); "

@@ -4,8 +4,9 @@ Every format is written into a temporary folder beside the target, checked
 against our own model on a fixed set of sentences (Chinese, mixed Chinese and
 English, punctuation; padded to mixed lengths so that masking is exercised) and
 only then swapped in whole. The target must be new, empty or an earlier export
-of the same format (recognised by our manifest); files we did not write are
-never replaced or deleted. A failed check removes the temporary folder and
+of the same format (recognised by our manifest), replaced only with
+``overwrite``; files we did not write are never replaced or deleted, and a
+symlinked target is written through. A failed check removes the temporary folder and
 raises :class:`RoformerSimError` with the largest difference found.
 
 - ``ckpt``: the released TF1 layout (``checkpoints.write_checkpoint``, weights
@@ -81,11 +82,14 @@ class Exported:
     checked: str
 
 
-def export(checkpoint: str | os.PathLike, out: str | os.PathLike, format: str = "ckpt") -> Exported:
-    """Load a checkpoint (released layout) and export it; see the module docstring."""
+def export(checkpoint: str | os.PathLike, out: str | os.PathLike, format: str = "ckpt",
+           overwrite: bool = False) -> Exported:
+    """Load a checkpoint (released layout) and export it; see the module docstring. ``out`` may not hold ``checkpoint``."""
     if format not in FORMATS:
         raise RoformerSimError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
-    return export_model(_load(checkpoint), out, format)
+    outputs.check_not_input(out, {"--checkpoint": checkpoint})
+    _check_target(Path(out), format, overwrite)  # before loading the model
+    return export_model(_load(checkpoint), out, format, overwrite)
 
 
 def _load(path: str | os.PathLike) -> SimModel:
@@ -99,13 +103,14 @@ def _load(path: str | os.PathLike) -> SimModel:
     return SimModel.load(path)
 
 
-def export_model(model: SimModel, out: str | os.PathLike, format: str = "ckpt") -> Exported:
-    """Export ``model`` to ``out`` in ``format`` (atomic, verified)."""
+def export_model(model: SimModel, out: str | os.PathLike, format: str = "ckpt", overwrite: bool = False) -> Exported:
+    """Export ``model`` to ``out`` in ``format`` (atomic, verified); an earlier export there is
+    replaced only with ``overwrite``."""
     out = Path(out)
     if format not in FORMATS:
         raise RoformerSimError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
     if format == "ckpt":
-        checkpoints.write_checkpoint(out, model.config, model.vocab, model.get_weights())
+        checkpoints.write_checkpoint(out, model.config, model.vocab, model.get_weights(), overwrite=overwrite)
         return Exported(out, format, 0.0, "weights re-read bit-identical")
     writer, verifier = {
         "h5": (_write_h5, _verify_h5),
@@ -115,7 +120,7 @@ def export_model(model: SimModel, out: str | os.PathLike, format: str = "ckpt") 
     }[format]
     token_ids = pad(model.tokenize(VERIFY_TEXTS))
     expected = _unit(model.encoder([token_ids, np.zeros_like(token_ids)], training=False).numpy())
-    with _atomic_dir(out, format) as tmp:
+    with _atomic_dir(out, format, overwrite) as tmp:
         writer(model, tmp)
         vectors, checked = verifier(model, tmp, token_ids)
         diff = float(np.max(np.abs(vectors - expected))) if vectors is not None else 0.0
@@ -132,16 +137,22 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-@contextlib.contextmanager
-def _atomic_dir(out: Path, format: str) -> Iterator[Path]:
-    """A temporary folder beside ``out``, swapped in whole if the block succeeds.
-
-    An existing ``out`` is replaced only if it is empty or an earlier export of
-    the same format (our manifest says so: :mod:`roformer_sim_ft.outputs`); any
-    file in it that the export does not write is kept.
-    """
+def _check_target(out: Path, format: str, overwrite: bool) -> None:
+    """One line if ``out`` cannot take this export: not ours, another format, or an earlier export without ``overwrite``."""
     outputs.recover(out)
     outputs.check_folder_target(out, (format,), f"{format} export")
+    outputs.check_replace(out, overwrite)
+
+
+@contextlib.contextmanager
+def _atomic_dir(out: Path, format: str, overwrite: bool) -> Iterator[Path]:
+    """A temporary folder beside ``out`` (beside its real folder, if a symlink), swapped in whole if the block succeeds.
+
+    An existing ``out`` is replaced only if it is empty or (``overwrite``) an
+    earlier export of the same format (our manifest says so:
+    :mod:`roformer_sim_ft.outputs`); any file in it that the export does not write is kept.
+    """
+    _check_target(out, format, overwrite)
     tmp = outputs.temp_dir_beside(out)
     try:
         yield tmp

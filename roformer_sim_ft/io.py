@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +25,33 @@ def follow_umask(path: str | os.PathLike) -> None:
     os.chmod(path, base & ~umask())
 
 
+def real_path(path: str | os.PathLike) -> Path:
+    """``path`` with its symlinks followed, where one is involved (else ``path`` as given, so messages
+    keep naming it): a file or folder is then replaced beside its real target and the symlink keeps
+    pointing at the new one."""
+    path = Path(path)
+    real = os.path.realpath(path)
+    return path if real == os.path.abspath(path) else Path(real)
+
+
+_LONG_PATH = re.compile(r"/[^\s;:,'\"()]{40,}")
+
+
+def error_text(e: BaseException, limit: int = 200) -> str:
+    """The first line of ``e``'s message within ``limit`` characters, its reason kept: long paths are
+    shortened to ``…/`` and their last part first, then the middle is cut (a reason comes last)."""
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__
+    line = text.splitlines()[0]
+    if len(line) > limit:
+        line = _LONG_PATH.sub(lambda m: "…/" + m.group(0).rsplit("/", 1)[-1][-40:], line)
+    if len(line) > limit:
+        head = limit // 3
+        line = line[:head] + "…" + line[len(line) - (limit - head - 1):]
+    return line
+
+
 def os_error(path: str | os.PathLike, e: OSError) -> RoformerSimError:
     """A one-line error naming ``path`` for a failed file operation."""
     reason = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
@@ -36,10 +64,11 @@ def os_error(path: str | os.PathLike, e: OSError) -> RoformerSimError:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
+    A symlinked ``path`` is written through: the file it points to is replaced.
     The file gets the mode the umask gives; a failed write (full disk, no
     permission) raises :class:`RoformerSimError` naming ``path`` and leaves nothing.
     """
-    path = Path(path)
+    path = real_path(path)
     if path.is_dir():
         raise RoformerSimError(f"{path}: is a folder; expected a file path")
     try:

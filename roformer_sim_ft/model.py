@@ -131,9 +131,10 @@ class SimModel:
         config, vocab, weights = checkpoints.load_checkpoint(path, init_missing_heads)
         return cls(config, vocab, weights, **kwargs)
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the model in the released layout (atomic, verified)."""
-        return checkpoints.write_checkpoint(path, self.config, self.vocab, self.get_weights())
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the model in the released layout (atomic, verified); an earlier checkpoint
+        in ``path`` is replaced only with ``overwrite``."""
+        return checkpoints.write_checkpoint(path, self.config, self.vocab, self.get_weights(), overwrite=overwrite)
 
     def _layer_variables(self):
         """(keras variable, checkpoint name) for every weight, via bert4keras's mapping."""

@@ -12,7 +12,11 @@ not replace (a training folder's states, a user's notes) are hard-linked into
 it, and the two folders are exchanged in one ``renameat2(RENAME_EXCHANGE)``
 where the system has it (else two renames, the old folder kept until the new
 one is in place). A kill at any point leaves the old or the new folder, each
-complete. Plain standard library: no TensorFlow.
+complete. A folder holding an earlier output is replaced only when the caller
+says so (:func:`check_replace`), and never while it holds an input of the same
+command (:func:`check_not_input`). A symlinked target is followed
+(:func:`~roformer_sim_ft.io.real_path`): the swap happens beside the real
+folder and the symlink keeps pointing at it. Plain standard library: no TensorFlow.
 """
 from __future__ import annotations
 
@@ -26,10 +30,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 from .errors import RoformerSimError
-from .io import follow_umask, os_error, umask, write_text_atomic
+from .io import follow_umask, os_error, real_path, umask, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +46,9 @@ _LEGACY_TRAINING = ("run.json", "training_state", "bert_config.json", "vocab.txt
 
 # ------------------------------------------------------------- folders
 def temp_dir_beside(target: str | os.PathLike, tag: str = "tmp") -> Path:
-    """A new folder ``.NAME.TAG-xxxx`` beside ``target`` (same file system, so it can be renamed onto it)."""
-    target = Path(target)
+    """A new folder ``.NAME.TAG-xxxx`` beside ``target`` (same file system, so it can be renamed onto it);
+    beside the real folder of a symlinked ``target``."""
+    target = real_path(target)
     ensure_folder(target.parent)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{tag}-", dir=target.parent))
@@ -168,6 +173,38 @@ def check_folder_target(path: str | os.PathLike, formats: Sequence[str], what: s
     return format
 
 
+def holds_output(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is our output and still holds some of the entries its manifest names."""
+    path = Path(path)
+    format, ours = ownership(path) if path.is_dir() else (None, set())
+    return format is not None and any(os.path.lexists(path / name) for name in ours - {MANIFEST_NAME, LOCK_NAME})
+
+
+def check_replace(path: str | os.PathLike, overwrite: bool) -> None:
+    """One line unless ``overwrite``, if ``path`` holds an earlier output of ours (weights a command would replace)."""
+    if not overwrite and holds_output(path):
+        format, _ = ownership(path)
+        raise RoformerSimError(f"{path}: holds a roformer-sim-ft {format} output; not replacing it without "
+                               "--overwrite (overwrite=True): pass it, or choose another folder")
+
+
+def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or inside it, symlinks followed."""
+    inner, outer = os.path.realpath(path), os.path.realpath(folder)
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def check_not_input(out: str | os.PathLike, inputs: Mapping[str, Optional[str | os.PathLike]]) -> None:
+    """One line, before anything is written, if an input (``{flag: path}``) is inside the output folder ``out``."""
+    for flag, path in inputs.items():
+        if path is None or not is_inside(path, out):
+            continue
+        if os.path.realpath(path) == os.path.realpath(out):
+            raise RoformerSimError(f"{flag} {path} is {out}, the folder this command replaces: choose another --out")
+        raise RoformerSimError(f"{flag} {path} is inside {out}, which this command replaces: "
+                               f"choose another --out, or move {path} out of it first")
+
+
 # ------------------------------------------------------------- swap
 def _link_tree(src: Path, dst: Path) -> None:
     """Make ``dst`` a copy of ``src`` sharing its files (hard links; copies where links fail)."""
@@ -217,8 +254,9 @@ def swap_in(new: Path, target: Path, format: str, files: Iterable[str]) -> Path:
     entry ``new`` would replace must be ours. The old folder is deleted only
     after the new one is in place. ``new`` gets a manifest: ``format`` (a
     training folder stays one) and ``files`` plus the old folder's own files.
+    A symlinked ``target`` is followed: its real folder is replaced, the symlink kept.
     """
-    new, target = Path(new), Path(target)
+    new, target = Path(new), real_path(target)
     files = set(files)
     old_format, ours = ownership(target) if target.is_dir() else (None, set())
     if old_format == "training":
@@ -245,7 +283,7 @@ def swap_in(new: Path, target: Path, format: str, files: Iterable[str]) -> Path:
 
 def recover(target: str | os.PathLike) -> None:
     """After a kill between the two renames of a swap without renameat2, put the old folder back."""
-    target = Path(target)
+    target = real_path(target)
     if target.exists():
         return
     aside = sorted(target.parent.glob(f".{target.name}.old-*/{target.name}")) if target.parent.is_dir() else []

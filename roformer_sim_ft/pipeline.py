@@ -73,12 +73,14 @@ def _attention_dropout(settings: StageSettings, checkpoint) -> float:
 
 
 def _train_stage(objective, stream, settings: StageSettings, train_config: TrainConfig, reports, eval_dir,
-                 eval_split: str, tasks, allow_eval_overlap: bool, record: dict, model_checkpoint) -> training.TrainResult:
+                 eval_split: str, tasks, allow_eval_overlap: bool, record: dict,
+                 model_checkpoint, inputs: dict) -> training.TrainResult:
     """What every stage shares: the stage's optimiser values, the evaluator, the run record, the loop.
 
     The record holds the attention-dropout setting (None: the config's) and
     the rate the model was built with (``attention_dropout_used``), so run.json
-    tells which recipe made it.
+    tells which recipe made it. ``inputs`` (``{flag: path}``) must not lie inside the
+    output folder.
     """
     config = replace(
         train_config,
@@ -90,7 +92,7 @@ def _train_stage(objective, stream, settings: StageSettings, train_config: Train
     fingerprint = evaluation.fingerprint_files([r.path for r in reports])  # resume refuses other data of the same size
     recorded = {**record, **settings.as_record(), "data_fingerprint": fingerprint,
                 "attention_dropout_used": _attention_dropout(settings, model_checkpoint)}
-    return training.train(objective, stream, config, evaluator=evaluator, settings=recorded)
+    return training.train(objective, stream, config, evaluator=evaluator, settings=recorded, inputs=inputs)
 
 
 def supervised(
@@ -106,7 +108,8 @@ def supervised(
 ) -> training.TrainResult:
     """Fine-tune ``checkpoint`` Sentence-BERT style; the encoder lands in ``train_config.out_dir``."""
     settings.validate()
-    training.check_out_dir(train_config)
+    inputs = {"--checkpoint": checkpoint}
+    training.check_out_dir(train_config, inputs)
     corpus = readers.load_supervised_data(
         data_dir, senteval_files=senteval_files, nli_files=nli_files, tasks=settings.tasks, splits=settings.splits,
         thresholds=settings.thresholds, maxlen=settings.maxlen, skip_bad_lines=settings.skip_bad_lines,
@@ -123,7 +126,7 @@ def supervised(
     )
     record = {"stage": "supervised", "checkpoint": str(checkpoint), "data": str(data_dir)}
     return _train_stage(objective, stream, settings, train_config, corpus.reports, eval_dir, eval_split,
-                        settings.tasks, allow_eval_overlap, record, checkpoint)
+                        settings.tasks, allow_eval_overlap, record, checkpoint, inputs)
 
 
 def distill(
@@ -139,7 +142,8 @@ def distill(
 ) -> training.TrainResult:
     """Distil ``teacher``'s similarities into the UniLM ``student``; the student lands in ``out_dir``."""
     settings.validate()
-    training.check_out_dir(train_config)
+    inputs = {"--teacher": teacher, "--student": student}
+    training.check_out_dir(train_config, inputs)
     pairs = readers.load_distill_pairs(
         pair_files, labeled_dir=labeled_dir, splits=settings.labeled_splits, maxlen=settings.maxlen,
         skip_bad_lines=settings.skip_bad_lines,
@@ -157,7 +161,7 @@ def distill(
     record = {"stage": "distill", "teacher": str(teacher), "student": str(student),
               "teacher_fingerprint": checkpoint_fingerprint(teacher)}  # resume refuses another teacher
     return _train_stage(objective, stream, settings, train_config, pairs.reports, eval_dir, eval_split,
-                        readers.DEFAULT_TASKS, allow_eval_overlap, record, student)
+                        readers.DEFAULT_TASKS, allow_eval_overlap, record, student, inputs)
 
 
 def pretrain(
@@ -177,6 +181,8 @@ def pretrain(
     the checkpoint lacks is initialised, and the variables are named on stdout.
     """
     settings.validate()
+    inputs = {"--checkpoint": checkpoint}
+    training.check_out_dir(train_config, inputs)
     pairs = readers.load_distill_pairs(
         pair_files, labeled_dir=labeled_dir, splits=settings.labeled_splits, maxlen=settings.maxlen,
         skip_bad_lines=settings.skip_bad_lines,
@@ -196,7 +202,7 @@ def pretrain(
     )
     record = {"stage": "pretrain", "checkpoint": str(checkpoint), "initialised": objective.initialised}
     return _train_stage(objective, stream, settings, train_config, pairs.reports, eval_dir, eval_split,
-                        readers.DEFAULT_TASKS, allow_eval_overlap, record, checkpoint)
+                        readers.DEFAULT_TASKS, allow_eval_overlap, record, checkpoint, inputs)
 
 
 @dataclass
@@ -286,7 +292,9 @@ def run_pipeline(
     """[Stage 1 →] supervised stage → distillation → export → evaluation (+ generated synonyms).
 
     ``out_dir`` must be new, empty or an earlier pipeline output (a stage
-    folder holding a run needs ``overwrite`` in its config). Outputs, each
+    folder holding a run needs ``overwrite`` or ``resume`` in its config,
+    ``OUT/export`` ``distill_config.overwrite`` or ``resume``), and no stage folder may hold ``checkpoint``:
+    all checked before the first stage starts. Outputs, each
     kept: ``OUT/pretrained`` (stage 1, only with ``pretrain_files``: pairs of
     similar texts; then ``checkpoint`` may be a plain RoFormer and the later
     stages start from this output), ``OUT/supervised`` (the -ft encoder),
@@ -304,10 +312,18 @@ def run_pipeline(
                                "stages one by one (train, distill: docs/SCALING.md)")
     for settings in (supervised_settings, distill_settings, *([pretrain_settings] if pretrain_files else [])):
         settings.validate()  # every stage's values before the first stage runs
-    out_dir = Path(out_dir)
+    out_dir = outputs.real_path(out_dir)
     dirs = {name: out_dir / name for name in PIPELINE_STAGES}
     eval_dir = eval_dir or data_dir
     outputs.check_folder_target(out_dir, ("pipeline", "demo"), "pipeline output")
+    stage_configs = {"pretrained": pretrain_config, "supervised": supervised_config, "distilled": distill_config}
+    for name, folder in dirs.items():  # every stage's folder, before hours of training
+        outputs.check_not_input(folder, {"--checkpoint": checkpoint})
+        if name in stage_configs and (name != "pretrained" or pretrain_files):
+            training.check_out_dir(replace(stage_configs[name], out_dir=str(folder)))
+    outputs.check_folder_target(dirs["export"], ("ckpt",), "checkpoint")
+    replace_export = distill_config.overwrite or distill_config.resume  # the run's own export, written again
+    outputs.check_replace(dirs["export"], replace_export)
     outputs.ensure_folder(out_dir)
     if outputs.read_manifest(out_dir) is None:
         outputs.write_manifest(out_dir, "pipeline", [*PIPELINE_STAGES, "evaluation.json"])
@@ -332,7 +348,7 @@ def run_pipeline(
     _stage(distill_config, dirs["distilled"],
            lambda config: distill(dirs["supervised"], checkpoint, config, pair_files, data_dir, distill_settings))
     print(f"== {next(number)}/{total} export in the released layout -> {dirs['export']}")
-    SimModel.load(dirs["distilled"]).save(dirs["export"])
+    SimModel.load(dirs["distilled"]).save(dirs["export"], overwrite=replace_export)
     print(f"== {next(number)}/{total} evaluation")
     evaluations = {}
     for name in ("supervised", "export"):

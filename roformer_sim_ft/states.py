@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from . import checkpoints, outputs
 from .errors import DamagedState, RoformerSimError
-from .io import os_error
+from .io import error_text, os_error
 
 STATE_DIR = "training_state"
 
@@ -65,7 +65,7 @@ def save_state(out_dir: Path, step: int, checkpoint: tf.train.Checkpoint, record
     except OSError as e:
         raise os_error(final, e) from None
     except tf.errors.OpError as e:
-        raise RoformerSimError(f"{final}: cannot write the training state ({str(e).strip().splitlines()[0][:200]}); "
+        raise RoformerSimError(f"{final}: cannot write the training state ({error_text(e)}); "
                                "the earlier states are kept") from None
     finally:
         if tmp.exists():
@@ -134,5 +134,5 @@ def load_state_model(path: str | os.PathLike):
     try:
         tf.train.Checkpoint(model=model.model).read(str(path / "ckpt")).expect_partial()
     except (tf.errors.OpError, ValueError, IndexError, AssertionError) as e:
-        raise RoformerSimError(f"{path}: damaged training state ({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})") from None
+        raise RoformerSimError(f"{path}: damaged training state ({error_text(e)})") from None
     return model

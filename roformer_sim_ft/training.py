@@ -23,13 +23,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -37,12 +36,13 @@ from . import compat
 import tensorflow as tf
 from bert4keras.backend import keras
 
-from . import checkpoints, distribute, outputs, resume, states, summaries
+from . import distribute, outputs, resume, run_folder, states, summaries
 from .errors import RoformerSimError
 from .io import write_text_atomic
-from .settings import LOG_DIR, StageSettings, TrainConfig
+from .settings import StageSettings, TrainConfig
 
 STATE_DIR = states.STATE_DIR
+check_out_dir = run_folder.check_out_dir
 load_state_model = states.load_state_model
 
 
@@ -196,6 +196,7 @@ def train(
     evaluator: Optional[Callable[[Any], Any]] = None,
     on_step: Optional[Callable[[int, dict], None]] = None,
     settings: Optional[dict] = None,
+    inputs: Optional[Mapping[str, Any]] = None,
 ) -> TrainResult:
     """Train ``objective`` on ``batches`` as ``config`` says; write the model to ``config.out_dir``.
 
@@ -207,8 +208,10 @@ def train(
     precision (see :mod:`roformer_sim_ft.resume`, ``config.allow_changed_settings``).
 
     ``out_dir`` must be new, empty or a training folder of ours; it is locked
-    for the run. A new run into a folder holding another run's states stops
-    unless ``config.overwrite`` (which clears them first).
+    for the run (a symlink is followed once, here). A new run into a folder
+    holding another run (its states, or its model alone) stops unless
+    ``config.overwrite`` (which deletes what that run wrote, and nothing else).
+    ``inputs`` (``{flag: path}``, e.g. the checkpoint) must not lie inside ``out_dir``.
 
     Under a ``TF_CONFIG`` of several workers every worker calls this with the
     same arguments; the chief alone uses ``out_dir`` and the TensorBoard folder,
@@ -220,11 +223,11 @@ def train(
     if not role.chief:
         with distribute.scratch_folder() as scratch:
             return _train_in(objective, batches, config, Path(scratch), settings, evaluator, on_step, role)
-    out_dir = Path(config.out_dir)
-    check_out_dir(config)
+    out_dir = outputs.real_path(config.out_dir)
+    check_out_dir(config, inputs)
     outputs.ensure_folder(out_dir)
     with outputs.FolderLock(out_dir):
-        _claim(out_dir, config)
+        run_folder.claim(out_dir, config)
         return _train_in(objective, batches, config, out_dir, settings, evaluator, on_step, role)
 
 
@@ -254,52 +257,6 @@ def _train_in(objective, batches, config: TrainConfig, out_dir: Path, settings: 
         log.close()
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
-
-
-def check_out_dir(config: TrainConfig) -> None:
-    """One line, before any work, if ``config.out_dir`` cannot take this run: a file,
-    a folder that is not a training output of ours, or another run without
-    ``resume``/``overwrite``. (:func:`train` checks again under the folder's lock.)"""
-    if not config.out_dir or not distribute.role().chief:
-        return  # TrainConfig.validate says so; a worker other than the chief never touches out_dir
-    out_dir = Path(config.out_dir)
-    outputs.recover(out_dir)
-    outputs.check_folder_target(out_dir, ("training",), "training run")
-    latest = states.latest_state(out_dir) if out_dir.is_dir() else None
-    if latest is not None and not config.resume and not config.overwrite:
-        raise RoformerSimError(
-            f"{out_dir} holds a run at step {states.step_of(latest)}: use --resume to continue it "
-            "or --overwrite to start again"
-        )
-
-
-def _claim(out_dir: Path, config: TrainConfig) -> None:
-    """Make ``out_dir`` this run's (under its lock): leftovers of a kill removed,
-    another run's states refused or (``overwrite``) cleared, the manifest written."""
-    for leftover in states.remove_leftovers(out_dir):
-        print(f"note: removed {leftover} (a state save cut short by a kill)", file=sys.stderr)
-    latest = states.latest_state(out_dir)
-    if config.resume:
-        return
-    if latest is not None:
-        if not config.overwrite:
-            raise RoformerSimError(
-                f"{out_dir} holds a run at step {states.step_of(latest)}: use --resume to continue it "
-                "or --overwrite to start again"
-            )
-        states.clear_states(out_dir)
-        _, ours = outputs.ownership(out_dir)
-        for name in ("run.json", *checkpoints.CKPT_FILES):
-            if name in ours and (out_dir / name).exists():
-                (out_dir / name).unlink()
-        if LOG_DIR in ours and (out_dir / LOG_DIR).is_dir():
-            shutil.rmtree(out_dir / LOG_DIR)  # the earlier run's curves would mix with this one's
-        print(f"note: --overwrite: cleared the earlier run in {out_dir}", file=sys.stderr)
-    if outputs.read_manifest(out_dir) is None:
-        _, ours = outputs.ownership(out_dir)
-        log_dir = config.log_dir()
-        logs = {LOG_DIR} if log_dir and Path(log_dir).resolve() == (out_dir / LOG_DIR).resolve() else set()
-        outputs.write_manifest(out_dir, "training", {"run.json", STATE_DIR, outputs.LOCK_NAME} | logs | ours)
 
 
 def _build(objective, batches, config: TrainConfig, out_dir: Path, settings: dict, strategy: tf.distribute.Strategy,

@@ -162,7 +162,7 @@ def test_overwrite_replaces_in_place(tiny_checkpoint, tmp_path, tiny_config):
     (ck / "notes.txt").write_text("keep me")
     _, vocab, _ = checkpoints.load_checkpoint(ck)
     new = checkpoints.init_weights(tiny_config, seed=99)
-    checkpoints.write_checkpoint(ck, tiny_config, vocab, new)
+    checkpoints.write_checkpoint(ck, tiny_config, vocab, new, overwrite=True)
     _, _, back = checkpoints.load_checkpoint(ck)
     assert all(np.array_equal(back[k], new[k]) for k in new)
     assert (ck / "notes.txt").read_text() == "keep me"

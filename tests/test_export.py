@@ -131,7 +131,7 @@ def test_failed_verification_leaves_nothing_and_exits_2(tiny_checkpoint, tmp_pat
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setitem(ex.TOLERANCE, "h5", 1e-5)
     ex.export(tiny_checkpoint, out, "h5")
-    ex.export(tiny_checkpoint, out, "h5")  # an earlier export of the same format is replaced
+    ex.export(tiny_checkpoint, out, "h5", overwrite=True)  # an earlier export of the same format is replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h5"]
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")

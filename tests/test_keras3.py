@@ -196,7 +196,7 @@ def test_keras_export_verified_and_round_trips(keras_export, reference_model, id
     out = encoder.model({"token_ids": ids, "segment_ids": _segments(ids)})
     assert np.max(np.abs(np.asarray(out["mlm_logits"]) - reference["logits"])) <= LOGITS_TOLERANCE
     assert np.max(np.abs(encoder.encode(TEXTS) - reference_model.encode(TEXTS))) <= POOLED_TOLERANCE
-    again = ex.export_model(reference_model, keras_export.path, "keras")  # an earlier keras export may be replaced
+    again = ex.export_model(reference_model, keras_export.path, "keras", overwrite=True)  # an earlier keras export may be replaced
     assert again.path == keras_export.path
 
 

@@ -134,7 +134,7 @@ def test_exports_recognise_their_own_outputs_by_manifest(tiny_checkpoint, tmp_pa
     manifest = outputs.read_manifest(ours)
     assert manifest["format"] == format and generic in manifest["files"]
     (ours / "notes.txt").write_text("mine, in an export folder")
-    ex.export(tiny_checkpoint, ours, format)  # an earlier export of ours: replaced, the user's file kept
+    ex.export(tiny_checkpoint, ours, format, overwrite=True)  # an earlier export of ours: replaced, the user's file kept
     assert (ours / "notes.txt").read_text() == "mine, in an export folder"
     assert "notes.txt" not in outputs.read_manifest(ours)["files"]
     with pytest.raises(RoformerSimError, match=f"holds a roformer-sim-ft {format} output"):
@@ -363,7 +363,8 @@ def test_full_disk_or_read_only_destination_is_one_line_and_leaves_nothing(tiny_
     ex.export(tiny_checkpoint, exported, "hf")
     before = {p.name: p.read_bytes() for p in exported.iterdir()}
     monkeypatch.setattr(ex, "write_safetensors", full)
-    err = _one_line_error(capsys, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(exported), "--format", "hf"])
+    err = _one_line_error(capsys, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(exported), "--format", "hf",
+                                   "--overwrite"])
     assert f"{exported}: cannot write (no space left on device)" in err
     assert {p.name: p.read_bytes() for p in exported.iterdir()} == before
     def read_only(*args, **kwargs):  # the tests may run as root, for whom chmod does not make a folder read-only
