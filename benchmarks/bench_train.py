@@ -70,7 +70,6 @@ from bert4keras.tokenizers import Tokenizer  # noqa: E402
 from roformer_sim_ft import batches as B, checkpoints, readers as D, training  # noqa: E402
 from roformer_sim_ft.settings import DistillSettings, Stage1Settings, SupervisedSettings  # noqa: E402
 from roformer_sim_ft.objectives import DistillObjective, Stage1Objective, SupervisedObjective  # noqa: E402
-from roformer_sim_ft.pipeline import SupervisedSettings  # noqa: E402
 from profile_distill import profile_distill  # noqa: E402
 
 SHARED = Path(os.environ.get("ROFORMER_SIM_FT_SHARED", Path(__file__).resolve().parents[2] / "shared" / "data"))

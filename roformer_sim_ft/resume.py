@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from . import checkpoints, states
 from .errors import DamagedState, NothingToDo, RoformerSimError
+from .io import error_text
 from .model import _BUILD_KEYS
 from .settings import PRECISIONS
 
@@ -98,7 +99,7 @@ def _saved_model(state: Path) -> tuple[dict, list[str], bool]:
     try:
         names = [name for name, _ in tf.train.list_variables(str(state / "ckpt"))]
     except (tf.errors.OpError, ValueError) as e:
-        raise DamagedState(f"{state}/ckpt: unreadable weights ({checkpoints._first_line(e)})") from None
+        raise DamagedState(f"{state}/ckpt: unreadable weights ({error_text(e)})") from None
     return config, vocab, any(name.startswith(LOSS_SCALE_PREFIX) for name in names)
 
 
@@ -136,7 +137,7 @@ def check_model(run, state: Path, saved: dict, config: dict, vocab: list[str], l
 def set_aside(state: Path, error: BaseException) -> None:
     """Rename a damaged state ``step-N.damaged``, saying why and that the previous one is tried."""
     aside = states.set_aside(state)
-    print(f"warning: training state {state} is damaged ({checkpoints._first_line(error)}); moved to {aside.name}, "
+    print(f"warning: training state {state} is damaged ({error_text(error)}); moved to {aside.name}, "
           "trying the previous one", file=sys.stderr)
 
 

@@ -381,7 +381,7 @@ def test_bad_vocab_lines_are_named(tiny_checkpoint, tmp_path):
     tokens = checkpoints.read_vocab(tiny_checkpoint / "vocab.txt")
     dup = tmp_path / "dup.txt"
     dup.write_text("\n".join(tokens[:500] + [tokens[200]] + tokens[501:]) + "\n", encoding="utf-8")
-    with pytest.raises(RoformerSimError, match=rf"dup.txt:501: duplicate token .* \(also on line 201\)"):
+    with pytest.raises(RoformerSimError, match=r"dup.txt:501: duplicate token .* \(also on line 201\)"):
         checkpoints.read_vocab(dup)
     blank = tmp_path / "blank.txt"
     blank.write_text("\n".join(tokens[:500] + [""] + tokens[501:]) + "\n", encoding="utf-8")

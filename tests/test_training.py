@@ -10,7 +10,6 @@ import pytest
 
 from roformer_sim_ft import batches as B, checkpoints, readers, training
 from roformer_sim_ft.errors import RoformerSimError
-from roformer_sim_ft.model import SimModel
 from roformer_sim_ft.objectives import DistillObjective, SupervisedObjective
 
 import tensorflow as tf  # noqa: E402  (after roformer_sim_ft)
