@@ -130,13 +130,13 @@ def step_marks():
     marks: list[tuple[int, float, float]] = []
     original = training.train
 
-    def train(objective, batches, config, evaluator=None, on_step=None, settings=None):
+    def train(objective, batches, config, evaluator=None, on_step=None, **kwargs):
         def hook(step, losses):
             marks.append((step, time.perf_counter(), time.process_time()))
             if on_step is not None:
                 on_step(step, losses)
 
-        return original(objective, batches, config, evaluator=evaluator, on_step=hook, settings=settings)
+        return original(objective, batches, config, evaluator=evaluator, on_step=hook, **kwargs)
 
     training.train = train
     try:

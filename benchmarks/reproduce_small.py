@@ -150,11 +150,11 @@ def instrumented(curve: CurveEvaluator):
     marks: list[tuple[int, float, float]] = []
     original = training.train
 
-    def train(objective, batches, config, evaluator=None, on_step=None, settings=None):
+    def train(objective, batches, config, evaluator=None, on_step=None, **kwargs):
         def hook(step, losses):
             marks.append((step, time.perf_counter(), time.process_time()))
 
-        return original(objective, batches, config, evaluator=curve, on_step=hook, settings=settings)
+        return original(objective, batches, config, evaluator=curve, on_step=hook, **kwargs)
 
     training.train = train
     try:

@@ -57,7 +57,8 @@ def check_settings(run, state: Path, saved: dict) -> None:
     """One line naming the first setting that differs from the state's (seed, data and teacher fingerprints included)."""
     if "settings" not in saved:
         return
-    before = {**_UNRECORDED, **saved.get("settings", {}), "seed": saved.get("seed", run.config.seed)}
+    unrecorded = {k: v for k, v in _UNRECORDED.items() if k in run.settings}
+    before = {**unrecorded, **saved.get("settings", {}), "seed": saved.get("seed", run.config.seed)}
     now = {**run.settings, "seed": run.config.seed}
     for key in sorted(set(before) | set(now), key=lambda k: (k not in RESUME_FIXED, k)):
         if key in RESUME_IGNORED or json.dumps(before.get(key), default=str) == json.dumps(now.get(key), default=str):
