@@ -73,11 +73,22 @@ SUPERVISED_RUNS = {
 TASKS = evaluation.TASKS
 
 
+def shared_data_default() -> str | None:
+    """The data root named by ``$ROFORMER_SIM_FT_SHARED`` (the shared folder or its ``data/``), as
+    tests/conftest.py reads it; None when the variable is unset (then ``--data`` is required)."""
+    env = os.environ.get("ROFORMER_SIM_FT_SHARED")
+    if not env:
+        return None
+    return str(Path(env) / "data" if (Path(env) / "data").is_dir() else Path(env))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default="/work/shared/data", help="data root (senteval_cn/, cnsd/)")
-    p.add_argument("--vocab", default="/work/shared/data/vocab/vocab.txt", help="the released 12000-token vocab")
+    shared = shared_data_default()
+    p.add_argument("--data", default=shared, required=shared is None,
+                   help="data root (senteval_cn/, cnsd/); default: $ROFORMER_SIM_FT_SHARED, else required")
+    p.add_argument("--vocab", default=None, help="the released 12000-token vocab (default: DATA/vocab/vocab.txt)")
     p.add_argument("--out", required=True, help="output folder, outside the repository")
     p.add_argument("--shape", default="L-2_H-128", help="checkpoints.preset_config name")
     p.add_argument("--init-seed", type=int, default=0, help="seed of the random init")
@@ -273,7 +284,7 @@ def main(argv=None) -> int:
 
     # ---- the random init
     config = checkpoints.preset_config(args.shape)
-    vocab = checkpoints.read_vocab(args.vocab, config["vocab_size"])
+    vocab = checkpoints.read_vocab(args.vocab or data_dir / "vocab" / "vocab.txt", config["vocab_size"])
     init_dir = out / "init"
     if not init_dir.exists():
         checkpoints.write_checkpoint(init_dir, config, vocab, checkpoints.init_weights(config, seed=args.init_seed))

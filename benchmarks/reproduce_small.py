@@ -26,7 +26,9 @@ is skipped. ``OUT/results.json`` holds every number and timing,
 ``OUT/results.md`` the table (stages not yet finished are marked), and
 ``--png`` the learning curves. Same command to start and to continue:
 
-    .venv/bin/python benchmarks/reproduce_small.py
+    .venv/bin/python benchmarks/reproduce_small.py --data DATA
+
+(or set ROFORMER_SIM_FT_SHARED instead of ``--data``).
 
 These are small models trained here from random weights, not the released ones.
 """
@@ -66,10 +68,21 @@ FIXED_ARGS = ("shape", "vocab", "init_seed", "seed", "maxlen", "dropout", "atten
               "curve_rows", "s1_batch", "s1_lr", "sup_batch", "sup_lr", "dist_batch", "dist_lr")
 
 
+def shared_data_default() -> str | None:
+    """The data root named by ``$ROFORMER_SIM_FT_SHARED`` (the shared folder or its ``data/``), as
+    tests/conftest.py reads it; None when the variable is unset (then ``--data`` is required)."""
+    env = os.environ.get("ROFORMER_SIM_FT_SHARED")
+    if not env:
+        return None
+    return str(Path(env) / "data" if (Path(env) / "data").is_dir() else Path(env))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="data root (senteval_cn/, cnsd/)")
+    shared = shared_data_default()
+    p.add_argument("--data", default=shared, required=shared is None,
+                   help="data root (senteval_cn/, cnsd/); default: $ROFORMER_SIM_FT_SHARED, else required")
     p.add_argument("--vocab", default=None,
                    help="vocab.txt (default: DATA/vocab/vocab.txt); 'builtin': checkpoints.builtin_vocab()")
     p.add_argument("--out", default=str(REPO / "runs" / "reproduce_small"), help="output folder (not committed)")
