@@ -9,10 +9,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["roformer_sim_ft", "roformer_sim_ft.*"]),
-    # The bundled sample data is package data of roformer_sim_ft, not packages of its own; with
+    # The bundled sample data is package data of roformer_sim_ft.data, not packages of its own; with
     # include_package_data, setuptools would take its folders for undeclared packages and warn per folder.
     include_package_data=False,
-    package_data={"roformer_sim_ft": ["sample_data/**/*"]},
+    package_data={"roformer_sim_ft.data": ["sample_data/**/*"]},
     # bert4keras==0.11.5 is required too but must be installed with --no-deps
     # (its keras<=2.3.1 pin is obsolete): see the Makefile's install step.
     install_requires=[line for line in open("requirements.txt").read().splitlines() if line and not line.startswith("#")],

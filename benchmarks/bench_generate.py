@@ -26,7 +26,8 @@ import roformer_sim_ft  # noqa: F401,E402  (before tensorflow)
 import tensorflow as tf  # noqa: E402
 from bert4keras.snippets import AutoRegressiveDecoder, sequence_padding  # noqa: E402
 
-from roformer_sim_ft import checkpoints, generation  # noqa: E402
+from roformer_sim_ft import checkpoints  # noqa: E402
+from roformer_sim_ft.model import generation
 from roformer_sim_ft.model import SimModel  # noqa: E402
 
 SHARED = Path(os.environ.get("ROFORMER_SIM_FT_SHARED", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -67,9 +67,10 @@ from bert4keras.models import build_transformer_model  # noqa: E402
 from bert4keras.snippets import DataGenerator, sequence_padding, truncate_sequences  # noqa: E402
 from bert4keras.tokenizers import Tokenizer  # noqa: E402
 
-from roformer_sim_ft import batches as B, checkpoints, readers as D, training  # noqa: E402
+from roformer_sim_ft.data import batches as B, readers as D  # noqa: E402
+from roformer_sim_ft import checkpoints, training
 from roformer_sim_ft.settings import DistillSettings, Stage1Settings, SupervisedSettings  # noqa: E402
-from roformer_sim_ft.objectives import DistillObjective, Stage1Objective, SupervisedObjective  # noqa: E402
+from roformer_sim_ft.training.objectives import DistillObjective, Stage1Objective, SupervisedObjective  # noqa: E402
 from profile_distill import profile_distill  # noqa: E402
 
 SHARED = Path(os.environ.get("ROFORMER_SIM_FT_SHARED", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -8,8 +8,9 @@ from pathlib import Path
 import roformer_sim_ft  # noqa: F401  (before tensorflow)
 import tensorflow as tf
 
-from roformer_sim_ft import batches as B, training
-from roformer_sim_ft.objectives import DistillObjective
+from roformer_sim_ft.data import batches as B
+from roformer_sim_ft import training
+from roformer_sim_ft.training.objectives import DistillObjective
 from roformer_sim_ft.settings import DistillSettings
 
 

@@ -3,7 +3,7 @@
     python examples/supervised.py CHECKPOINT DATA_DIR OUT_DIR [steps]
 
 DATA_DIR is laid out like the reference's data root (senteval_cn/<TASK>/<TASK>.<split>.data,
-cnsd/*/*.jsonl); the package's sample data (roformer_sim_ft.readers.sample_data_dir()) works too.
+cnsd/*/*.jsonl); the package's sample data (roformer_sim_ft.data.readers.sample_data_dir()) works too.
 """
 import argparse
 

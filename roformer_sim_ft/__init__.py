@@ -22,7 +22,7 @@ __all__ = ["SimModel", "RoformerSimError", "__version__"]
 
 def __getattr__(name: str):
     if name == "SimModel":
-        from .model import SimModel
+        from .model.sim_model import SimModel
 
         return SimModel
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,9 +22,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from . import outputs
+from .fs import folders as outputs
 from .errors import RoformerSimError
-from .io import error_text, os_error, read_lines
+from .fs.atomic import error_text, os_error, read_lines
 from .settings import check_seed
 
 CONFIG_NAME = "bert_config.json"
@@ -360,7 +360,7 @@ def write_checkpoint(
 
     Files are written to a temporary folder beside ``out_dir``, read back and
     compared bit for bit with ``weights``; only then is the folder swapped in
-    whole (:func:`roformer_sim_ft.outputs.swap_in`: a kill leaves the old or the
+    whole (:func:`roformer_sim_ft.fs.folders.swap_in`: a kill leaves the old or the
     new checkpoint, never a mix). An existing ``out_dir`` must be empty, an
     earlier checkpoint of ours (replaced only with ``overwrite``), or the
     training folder this process is training into (its other entries are

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import RoformerSimError
-from .readers import DEFAULT_TASKS
+from .settings import DEFAULT_TASKS
 from .settings import (
-    EXPORT_FORMATS, GENERATE_MAX_SAMPLES, GENERATE_TOP_P, LOG_DIR, PRECISIONS, VERBOSE_ENV, DistillSettings,
+    EXPORT_FORMATS, GENERATE_MAX_SAMPLES, GENERATE_TOP_P, LOG_DIR, MIXED_PRECISIONS, VERBOSE_ENV, DistillSettings,
     Stage1Settings, StageSettings, SupervisedSettings, TrainConfig, check_seed, parse_weights,
 )
 
@@ -67,7 +67,7 @@ def _args_similarity(p: argparse.ArgumentParser) -> None:
 
 @command("similarity", "print the cosine similarity of two texts")(_args_similarity)
 def _run_similarity(args: argparse.Namespace) -> None:
-    from .model import SimModel
+    from .model.sim_model import SimModel
 
     print(f"{SimModel.load(args.checkpoint).similarity(args.text1, args.text2):.6f}")
 
@@ -84,9 +84,9 @@ def _args_encode(p: argparse.ArgumentParser) -> None:
 def _run_encode(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .io import atomic_path
-    from .model import SimModel
-    from .outputs import check_file_target
+    from .fs.atomic import atomic_path
+    from .model.sim_model import SimModel
+    from .fs.folders import check_file_target
 
     check_file_target(args.output, "--output .npy")
     if _same_file(args.input, args.output):
@@ -115,7 +115,7 @@ def _args_export(p: argparse.ArgumentParser) -> None:
 
 @command("export", "write a checkpoint as ckpt, h5, savedmodel, hf or keras, verified against this model")(_args_export)
 def _run_export(args: argparse.Namespace) -> None:
-    from .export import export
+    from .export.core import export
 
     result = export(args.checkpoint, args.out, args.format, args.overwrite)
     print(f"wrote {result.path} ({result.format}; verified: {result.checked}; largest difference {result.max_diff:.2g})")
@@ -176,7 +176,7 @@ def _add_loop_args(p: argparse.ArgumentParser, stage: type[StageSettings]) -> No
                    help=f"TensorBoard event files: loss terms, learning rate, steps/s, evaluations "
                    f"(default OUT/{LOG_DIR})")
     g.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard event files")
-    g.add_argument("--mixed-precision", choices=tuple(PRECISIONS), help="mixed_float16 / mixed_bfloat16 (loss stays fp32)")
+    g.add_argument("--mixed-precision", choices=tuple(MIXED_PRECISIONS), help="mixed_float16 / mixed_bfloat16 (loss stays fp32)")
     g.add_argument("--xla", action="store_true", help="compile the train step with XLA")
     g.add_argument("--skip-bad-lines", action="store_true", help="skip malformed data lines (counted per file) instead of stopping")
     g.add_argument("--no-progress", action="store_true")
@@ -188,7 +188,7 @@ def _loop_config(args: argparse.Namespace) -> TrainConfig:
         warmup_steps=args.warmup_steps, seed=args.seed, save_every=args.save_every,
         eval_every=args.eval_every if args.eval_data else 0, resume=args.resume, overwrite=args.overwrite,
         allow_changed_settings=args.allow_changed_settings, devices=args.devices,
-        mixed_precision=PRECISIONS.get(args.mixed_precision), jit_compile=args.xla,
+        mixed_precision=MIXED_PRECISIONS.get(args.mixed_precision), jit_compile=args.xla,
         show_progress=False if args.no_progress else None, collective_timeout=args.collective_timeout,
         tensorboard=not args.no_tensorboard, tensorboard_dir=args.tensorboard, adam_epsilon=args.adam_epsilon,
     )
@@ -314,7 +314,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     if not args.data and not args.probes:
         raise RoformerSimError("give --data DIR and/or --probes")
     if args.json:
-        from .outputs import check_file_target
+        from .fs.folders import check_file_target
 
         check_file_target(args.json, "--json file")
     out = evaluate(args.checkpoint, args.data, args.split, _csv(args.tasks), args.batch_size, args.json,
@@ -360,7 +360,7 @@ def _args_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill-lr", type=float, default=dis("learning_rate"))
     p.add_argument("--seed", type=int, default=_default(TrainConfig, "seed"))
     p.add_argument("--devices", type=int)
-    p.add_argument("--mixed-precision", choices=tuple(PRECISIONS))
+    p.add_argument("--mixed-precision", choices=tuple(MIXED_PRECISIONS))
     p.add_argument("--synonyms-of", action="append", default=[], help="print gen_synonyms of this text at the end")
     p.add_argument("--overwrite", action="store_true", help="start again where --out holds an earlier pipeline run")
     p.add_argument("--resume", action="store_true", help="continue an earlier pipeline run in --out: finished stages "
@@ -373,7 +373,7 @@ def _args_pipeline(p: argparse.ArgumentParser) -> None:
 def _run_pipeline(args: argparse.Namespace) -> None:
     from .pipeline import run_pipeline
 
-    loop = TrainConfig(seed=args.seed, devices=args.devices, mixed_precision=PRECISIONS.get(args.mixed_precision),
+    loop = TrainConfig(seed=args.seed, devices=args.devices, mixed_precision=MIXED_PRECISIONS.get(args.mixed_precision),
                        overwrite=args.overwrite, resume=args.resume, allow_changed_settings=args.allow_changed_settings)
     splits = _csv(args.splits)
     weights = parse_weights(args.pretrain_weights, len(args.pretrain_data))
@@ -403,8 +403,8 @@ def _args_generate(p: argparse.ArgumentParser) -> None:
 
 @command("generate", "similar sentences: sample n continuations, keep the k closest by the encoder")(_args_generate)
 def _run_generate(args: argparse.Namespace) -> None:
-    from .generation import check_counts
-    from .model import SimModel
+    from .model.generation import check_counts
+    from .model.sim_model import SimModel
 
     check_counts(args.n, args.k)  # before the model loads
     if args.seed is not None:
@@ -436,7 +436,7 @@ def _csv(text: str) -> list[str]:
 
 
 def _read_lines(path: str) -> list[str]:
-    from .io import read_lines
+    from .fs.atomic import read_lines
 
     lines = read_lines(path, missing="input file missing")
     while lines and not lines[-1].strip():  # blank lines at the end of a text file are normal

@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import checkpoints, outputs, readers
+from . import checkpoints
+from .fs import folders as outputs
+from .data import readers
 from .errors import RoformerSimError
 from .pipeline import PIPELINE_STAGES, run_pipeline
 from .settings import DistillSettings, SupervisedSettings, TrainConfig, check_seed

@@ -25,7 +25,8 @@ import numpy as np
 from scipy import stats
 
 from .errors import RoformerSimError
-from .readers import DEFAULT_TASKS as TASKS, find_data_files, read_senteval_scored
+from .settings import DEFAULT_TASKS as TASKS
+from .data.readers import find_data_files, read_senteval_scored
 
 Row = tuple[str, str, float]
 ScoreFn = Callable[[Sequence[tuple[str, str]]], Sequence[float]]

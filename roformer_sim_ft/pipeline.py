@@ -16,11 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import batches, checkpoints, distribute, evaluation, outputs, readers, resume, states, training
+from .data import batches, readers
+from . import checkpoints, evaluation, training
+from .training import distribute, resume, states
+from .fs import folders as outputs
 from .errors import NoDataFiles, NothingToDo, RoformerSimError
-from .io import write_text_atomic
-from .model import SimModel, make_tokenizer
-from .objectives import DistillObjective, Stage1Objective, SupervisedObjective
+from .fs.atomic import write_text_atomic
+from .model.sim_model import SimModel, make_tokenizer
+from .training.objectives import DistillObjective, Stage1Objective, SupervisedObjective
 from .settings import DistillSettings, Stage1Settings, StageSettings, SupervisedSettings, TrainConfig, parse_weights
 
 __all__ = ["pretrain", "supervised", "distill", "evaluate", "run_pipeline", "Evaluation",

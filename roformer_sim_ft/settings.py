@@ -16,7 +16,14 @@ from dataclasses import dataclass, fields
 from typing import Optional, Sequence
 
 from .errors import RoformerSimError
-from .readers import DEFAULT_SPLITS, DEFAULT_TASKS, MAXLEN
+
+# Longest tokenised text (pairs are cut to it), the default of SimModel and the readers.
+MAXLEN = 64
+# The five tasks of the Chinese STS benchmark (senteval_cn), read and reported by default.
+DEFAULT_TASKS: tuple[str, ...] = ("ATEC", "BQ", "LCQMC", "PAWSX", "STS-B")
+# Training splits: train only, so that valid can select a model and test report it without overlap
+# (the reference trains on train and valid: ``--splits train,valid``; docs/FIDELITY.md).
+DEFAULT_SPLITS: tuple[str, ...] = ("train",)
 
 # The classifier's features of a pair of pooled vectors (Sentence-BERT's best set).
 DEFAULT_FEATURES: tuple[str, ...] = ("u", "v", "|u-v|")
@@ -25,7 +32,10 @@ DEFAULT_FEATURES: tuple[str, ...] = ("u", "v", "|u-v|")
 LOG_DIR = "logs"
 
 # Short names of the mixed-precision policies (CLI --mixed-precision) and the Keras policies they select.
-PRECISIONS: dict[str, str] = {"fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
+MIXED_PRECISIONS: dict[str, str] = {"fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
+
+# Matmul precisions of the plain-TensorFlow encoder (SimModel.encode(precision=...), FastRoFormer.encoder_weights).
+ENCODE_PRECISIONS = ("fp32", "bf16")
 
 # Set to 1 (the CLI's --verbose) to see TensorFlow's own start-up and log lines (roformer_sim_ft.compat).
 VERBOSE_ENV = "ROFORMER_SIM_FT_VERBOSE"
@@ -83,7 +93,7 @@ class TrainConfig:
     mixed_precision: Optional[str] = None  # None, "mixed_float16" or "mixed_bfloat16"
     jit_compile: bool = False
     show_progress: Optional[bool] = None
-    tensorboard: bool = True  # TensorBoard scalars (roformer_sim_ft.summaries), written by the chief alone
+    tensorboard: bool = True  # TensorBoard scalars (roformer_sim_ft.training.summaries), written by the chief alone
     tensorboard_dir: Optional[str] = None  # None: OUT/logs (LOG_DIR)
     collective_timeout: float = 600.0  # multi-worker: seconds start-up or a collective waits for the other workers
     # keras 2.3.1's Adam, which the published models were trained with: K.epsilon(), added to sqrt(v)
@@ -118,9 +128,9 @@ class TrainConfig:
             check_number("learning_rate", self.learning_rate, low=0, low_included=False)
         if self.weight_decay is not None:
             check_number("weight_decay", self.weight_decay, low=0)
-        if self.mixed_precision not in (None, *PRECISIONS.values()):
+        if self.mixed_precision not in (None, *MIXED_PRECISIONS.values()):
             raise RoformerSimError(
-                f"mixed_precision must be one of {', '.join(PRECISIONS.values())}, got {self.mixed_precision!r}"
+                f"mixed_precision must be one of {', '.join(MIXED_PRECISIONS.values())}, got {self.mixed_precision!r}"
             )
         if self.keep_states < 1:
             raise RoformerSimError(f"keep_states must be at least 1, got {self.keep_states}")

@@ -114,7 +114,7 @@ def spread_checkpoint(tmp_path_factory, tiny_vocab, tiny_config) -> Path:
 @pytest.fixture(scope="session")
 def sample_data():
     """The bundled sample senteval_cn (train and valid splits) + CNSD data, read once."""
-    from roformer_sim_ft import readers
+    from roformer_sim_ft.data import readers
 
     return readers.load_supervised_data(readers.sample_data_dir(), splits=("train", "valid"))
 
@@ -122,7 +122,7 @@ def sample_data():
 @pytest.fixture(scope="session")
 def sample_groups():
     """The bundled distillation pairs (both jsonl forms), read once."""
-    from roformer_sim_ft import readers
+    from roformer_sim_ft.data import readers
 
     s = readers.sample_data_dir() / "synonyms"
     return readers.load_distill_pairs([s / "sample.jsonl", s / "pairs.jsonl"]).groups

@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from roformer_sim_ft import batches as B
+from roformer_sim_ft.data import batches as B
 from roformer_sim_ft.errors import RoformerSimError
 
 

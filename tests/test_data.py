@@ -1,4 +1,4 @@
-"""Tests of roformer_sim_ft.readers and .batches: readers and their bad-line policy, folder discovery,
+"""Tests of roformer_sim_ft.data.readers and .batches: readers and their bad-line policy, folder discovery,
 SupervisedBatches and DistillBatches (interleaving, rows, masking, resumable state)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from roformer_sim_ft import batches as B, readers as R  # first: selects tf_keras before tensorflow loads
+from roformer_sim_ft.data import batches as B, readers as R  # first: selects tf_keras before tensorflow loads
 from roformer_sim_ft.errors import RoformerSimError
 
 from bert4keras.snippets import text_segmentate  # noqa: E402

@@ -8,7 +8,7 @@ import textwrap
 
 import numpy as np
 
-from roformer_sim_ft import readers
+from roformer_sim_ft.data import readers
 from roformer_sim_ft.cli import main
 from roformer_sim_ft.model import SimModel
 

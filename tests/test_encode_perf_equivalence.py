@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from bert4keras.snippets import sequence_padding
 
-from roformer_sim_ft import checkpoints, model as model_module
+from roformer_sim_ft import checkpoints
+from roformer_sim_ft.errors import RoformerSimError
+from roformer_sim_ft.model import forward
 from roformer_sim_ft.model import SimModel
 
 TEXTS = [
@@ -103,9 +105,9 @@ def test_fast_encode_reads_the_live_weights(four_heads, spread_checkpoint):
 
 def test_unsupported_layout_falls_back_to_the_keras_encoder(tiny_checkpoint, monkeypatch):
     def refuse(self, model):
-        raise model_module.RoformerSimError("not this layout")
+        raise RoformerSimError("not this layout")
 
-    monkeypatch.setattr(model_module.FastRoFormer, "__init__", refuse)
+    monkeypatch.setattr(forward.FastRoFormer, "__init__", refuse)
     model = SimModel.load(tiny_checkpoint)
     reference = original_vectors(model, TEXTS)
     close(model.encode(TEXTS, normalize=False), reference, reference)

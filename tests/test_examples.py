@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from roformer_sim_ft import readers
+from roformer_sim_ft.data import readers
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

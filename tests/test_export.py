@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from roformer_sim_ft import checkpoints, export as ex
+from roformer_sim_ft.model import pad
 from roformer_sim_ft.cli import main
 from roformer_sim_ft.errors import RoformerSimError
 
@@ -30,7 +31,7 @@ def exports(tmp_path_factory, tiny_model):
 
 @pytest.fixture(scope="module")
 def ids(tiny_model):
-    return ex.pad(tiny_model.tokenize(TEXTS))
+    return pad(tiny_model.tokenize(TEXTS))
 
 
 def _run(script: str, *args, env: dict | None = None) -> None:

@@ -6,8 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from roformer_sim_ft import readers, resume, training
-from roformer_sim_ft.objectives import DistillObjective, Stage1Objective, SupervisedObjective
+from roformer_sim_ft.data import readers
+from roformer_sim_ft.training import resume
+from roformer_sim_ft import training
+from roformer_sim_ft.training.objectives import DistillObjective, Stage1Objective, SupervisedObjective
 
 from bert4keras.layers import Dropout, MultiHeadAttention  # noqa: E402  (after roformer_sim_ft)
 from bert4keras.models import build_transformer_model  # noqa: E402

@@ -8,7 +8,8 @@ import pytest
 import roformer_sim_ft  # noqa: F401  (before tensorflow)
 import tensorflow as tf
 
-from roformer_sim_ft import checkpoints, generation, sampling
+from roformer_sim_ft import checkpoints
+from roformer_sim_ft.model import generation, sampling
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.model import SimModel
 

@@ -14,11 +14,13 @@ import textwrap
 import numpy as np
 import pytest
 
-from roformer_sim_ft import checkpoints, export as ex, keras3, outputs
+from roformer_sim_ft import checkpoints, export as ex, keras3
+from roformer_sim_ft.fs import folders as outputs
 from roformer_sim_ft.errors import RoformerSimError
-from roformer_sim_ft.model import MAXLEN, pad
-from roformer_sim_ft.tensor_bundle import BundleReader, crc32c
-from roformer_sim_ft.wordpiece import WordPieceTokenizer
+from roformer_sim_ft.settings import MAXLEN
+from roformer_sim_ft.model import pad
+from roformer_sim_ft.keras3.tensor_bundle import BundleReader, crc32c
+from roformer_sim_ft.keras3.wordpiece import WordPieceTokenizer
 
 TEXTS = list(ex.VERIFY_TEXTS) + ["我喜欢北京", "Café naïve RÉSUMÉ ＡＢＣ全角 unaffable", "a\u200bb\tc\x00d\ufffd", "长" * 80]
 POOLED_TOLERANCE, LOGITS_TOLERANCE = 1e-5, 1e-4

@@ -1,4 +1,4 @@
-"""Each loss of roformer_sim_ft.losses against an independent numpy reference."""
+"""Each loss of roformer_sim_ft.training.losses against an independent numpy reference."""
 import roformer_sim_ft.compat  # noqa: F401  (first: selects tf_keras)
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from roformer_sim_ft.errors import RoformerSimError
-from roformer_sim_ft.losses import (
+from roformer_sim_ft.training.losses import (
     COSINE_LOSSES, CosineHingeLoss, CosineMSELoss, CosineMSEPM1Loss, MaskedClassifierLoss,
     SeparateHeadsLoss, Seq2SeqLoss, SimilarityMatrixLoss, feature_dim, pair_features, parse_features,
 )

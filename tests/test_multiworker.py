@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from roformer_sim_ft import batches as B
-from roformer_sim_ft import checkpoints, readers, states, training
-from roformer_sim_ft.distribute import Role, _not_joined, role
+from roformer_sim_ft.data import batches as B
+from roformer_sim_ft import checkpoints, training
+from roformer_sim_ft.data import readers
+from roformer_sim_ft.training import states
+from roformer_sim_ft.training.distribute import Role, _not_joined, role
 from roformer_sim_ft.errors import RoformerSimError
-from roformer_sim_ft.objectives import DistillObjective, Stage1Objective, SupervisedObjective
+from roformer_sim_ft.training.objectives import DistillObjective, Stage1Objective, SupervisedObjective
 
 pytestmark = pytest.mark.sockets
 
@@ -34,10 +36,11 @@ TOLERANCE = 1e-5
 WORKER = """
 import json, os, sys
 import roformer_sim_ft
-from roformer_sim_ft import batches as B, readers, training
+from roformer_sim_ft.data import batches as B, readers
+from roformer_sim_ft import training
 from roformer_sim_ft.model import make_tokenizer
 from roformer_sim_ft import checkpoints
-from roformer_sim_ft.objectives import DistillObjective, Stage1Objective, SupervisedObjective
+from roformer_sim_ft.training.objectives import DistillObjective, Stage1Objective, SupervisedObjective
 from roformer_sim_ft.errors import RoformerSimError
 job = json.loads(sys.argv[1])
 tok = make_tokenizer(checkpoints.builtin_vocab())

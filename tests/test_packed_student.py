@@ -7,8 +7,9 @@ import signal
 import numpy as np
 import pytest
 
-from roformer_sim_ft import batches as B, checkpoints, compat, training
-from roformer_sim_ft.objectives import DistillObjective, Stage1Objective
+from roformer_sim_ft.data import batches as B
+from roformer_sim_ft import checkpoints, compat, training
+from roformer_sim_ft.training.objectives import DistillObjective, Stage1Objective
 
 import tensorflow as tf  # noqa: E402  (after roformer_sim_ft)
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from roformer_sim_ft import batches, readers
+from roformer_sim_ft.data import batches, readers
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.model import SimModel
-from roformer_sim_ft.objectives import DistillObjective
+from roformer_sim_ft.training.objectives import DistillObjective
 
 TEXTS = ["今天天气不错", "好", "给我推荐一款红色的车", "我喜欢北京", "为什么我的支付宝账户被冻结了", "花呗的额度怎么提升" * 8]
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from roformer_sim_ft import pipeline, readers
+from roformer_sim_ft import pipeline
+from roformer_sim_ft.data import readers
 from roformer_sim_ft.cli import main
 from roformer_sim_ft.evaluation import PROBES
 
@@ -113,7 +114,8 @@ def test_stage_flags_default_to_the_stage_settings():
 
 
 def test_pipeline_runs_stage1_first(tiny_checkpoint, tmp_path, capsys):
-    from roformer_sim_ft import checkpoints, readers
+    from roformer_sim_ft import checkpoints
+    from roformer_sim_ft.data import readers
 
     config, vocab, weights = checkpoints.load_checkpoint(tiny_checkpoint)  # a plain RoFormer: no pooler
     (tmp_path / "roformer").mkdir()

@@ -5,11 +5,11 @@ import random
 import subprocess
 import sys
 
-from roformer_sim_ft import readers
+from roformer_sim_ft.data import readers
 
 
 def test_importing_the_readers_does_not_import_tensorflow():
-    code = ("import sys, roformer_sim_ft.readers as r; r.load_supervised_data(r.sample_data_dir()); "
+    code = ("import sys, roformer_sim_ft.data.readers as r; r.load_supervised_data(r.sample_data_dir()); "
             "print(sorted(m for m in ('tensorflow', 'bert4keras', 'tf_keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -20,11 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from roformer_sim_ft import batches, checkpoints, outputs, readers, states, training
+from roformer_sim_ft.data import batches, readers
+from roformer_sim_ft import checkpoints, training
+from roformer_sim_ft.fs import folders as outputs
+from roformer_sim_ft.export import core as export_core
+from roformer_sim_ft.training import loop, states
 from roformer_sim_ft.cli import main
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.model import SimModel
-from roformer_sim_ft.objectives import SupervisedObjective
+from roformer_sim_ft.training.objectives import SupervisedObjective
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = "bert_model.ckpt.data-00000-of-00001"
@@ -145,7 +149,7 @@ def test_exports_recognise_their_own_outputs_by_manifest(tiny_checkpoint, tmp_pa
 _KILL_AT = textwrap.dedent("""
     import os, shutil, signal, sys
     from pathlib import Path
-    from roformer_sim_ft import outputs
+    from roformer_sim_ft.fs import folders as outputs
     new, target, kill_at, exchange = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
     calls = [0]
     def counted(fn):
@@ -223,8 +227,8 @@ def test_second_signal_during_the_interrupt_save_waits_for_it(tiny_checkpoint, t
 
 def test_third_signal_exits_saying_what_is_lost(monkeypatch, capsys, tmp_path):
     exits = []
-    monkeypatch.setattr(training.os, "_exit", lambda code: exits.append(code))
-    flag = training._StopFlag()
+    monkeypatch.setattr(loop.os, "_exit", lambda code: exits.append(code))
+    flag = loop._StopFlag()
     flag.last_saved = tmp_path / "training_state/step-2"
     for _ in range(3):
         flag._handle(signal.SIGTERM, None)
@@ -362,7 +366,7 @@ def test_full_disk_or_read_only_destination_is_one_line_and_leaves_nothing(tiny_
     exported = tmp_path / "hf"
     ex.export(tiny_checkpoint, exported, "hf")
     before = {p.name: p.read_bytes() for p in exported.iterdir()}
-    monkeypatch.setattr(ex, "write_safetensors", full)
+    monkeypatch.setattr(export_core, "write_safetensors", full)
     err = _one_line_error(capsys, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(exported), "--format", "hf",
                                    "--overwrite"])
     assert f"{exported}: cannot write (no space left on device)" in err

@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from roformer_sim_ft import batches, checkpoints, outputs, readers, states, training
+from roformer_sim_ft.data import batches, readers
+from roformer_sim_ft import checkpoints, training
+from roformer_sim_ft.fs import folders as outputs
+from roformer_sim_ft.training import states
 from roformer_sim_ft.cli import main
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.model import SimModel
-from roformer_sim_ft.objectives import SupervisedObjective
+from roformer_sim_ft.training.objectives import SupervisedObjective
 
 SAMPLE = readers.sample_data_dir()
 PAIRS = SAMPLE / "synonyms" / "sample.jsonl"
@@ -215,7 +218,7 @@ def test_a_long_error_keeps_its_reason(tiny_checkpoint, tiny_model, few, tmp_pat
         _train(tiny_checkpoint, few, tiny_model.tokenizer, out, steps=4, resume=True)
     assert [p.name for p in states.list_states(out)] == ["step-2"]
 
-    from roformer_sim_ft.io import error_text
+    from roformer_sim_ft.fs.atomic import error_text
 
     deep = "/".join(["a-rather-long-folder-name"] * 12)
     text = f"Failed to rename: /{deep}/ckpt.data-00000-of-00001.tempstate123 to: /{deep}/ckpt.data; No space left on device"

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from roformer_sim_ft import checkpoints, outputs, readers
+from roformer_sim_ft import checkpoints
+from roformer_sim_ft.fs import folders as outputs
+from roformer_sim_ft.data import readers
 from roformer_sim_ft.cli import main
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.settings import GENERATE_MAX_SAMPLES, VERBOSE_ENV
@@ -245,7 +247,7 @@ def test_weights_that_are_not_finite_are_never_written(tiny_config, tiny_vocab, 
     ("{not json", "TF_CONFIG is not a cluster spec (JSONDecodeError"),
 ])
 def test_a_bad_tf_config_is_one_line_naming_it(spec, message):
-    from roformer_sim_ft.distribute import role
+    from roformer_sim_ft.training.distribute import role
 
     with pytest.raises(RoformerSimError) as caught:
         role({"TF_CONFIG": spec if isinstance(spec, str) else json.dumps(spec)})

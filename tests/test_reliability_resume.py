@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from roformer_sim_ft import batches, checkpoints, readers, states, training
+from roformer_sim_ft.data import batches, readers
+from roformer_sim_ft import checkpoints, training
+from roformer_sim_ft.training import states
 from roformer_sim_ft.cli import main
 from roformer_sim_ft.errors import RoformerSimError
-from roformer_sim_ft.objectives import SupervisedObjective
+from roformer_sim_ft.training.objectives import SupervisedObjective
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +225,7 @@ def test_pipeline_resume_keeps_finished_stages_and_continues_the_rest(tiny_check
 def test_a_state_without_teacher_fingerprint_is_resumed_with_a_note(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from roformer_sim_ft import resume
+    from roformer_sim_ft.training import resume
 
     run = SimpleNamespace(config=training.TrainConfig(seed=0), settings={"stage": "distill", "teacher_fingerprint": "ab"})
     saved = {"settings": {"stage": "distill"}, "seed": 0}  # written before teachers were fingerprinted

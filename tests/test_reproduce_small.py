@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "roformer_sim_ft" / "sample_data"
+SAMPLE = REPO / "roformer_sim_ft" / "data" / "sample_data"
 
 
 @pytest.fixture(scope="module")

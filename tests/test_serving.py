@@ -9,11 +9,15 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from roformer_sim_ft import export as ex, graph_tokenizer, readers
+from roformer_sim_ft import export as ex
+from roformer_sim_ft.model import pad
+from roformer_sim_ft.export import graph_tokenizer
+from roformer_sim_ft.data import readers
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.settings import GENERATE_MAX_SAMPLES
 
@@ -50,7 +54,7 @@ def _mismatches(tokenizer, reference, texts: list[str], maxlen: int = 64) -> lis
 
 
 def test_ids_equal_bert4keras_on_sample_data_and_tricky_text(tokenizer, tiny_model):
-    sys.path.insert(0, str(ex.Path(__file__).resolve().parents[1] / "tools"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     from compare_graph_tokenizer import sentences, valid_files
 
     texts = [t for path in valid_files(readers.sample_data_dir()) for t in sentences(path)]
@@ -66,7 +70,7 @@ def test_ids_equal_bert4keras_with_the_real_vocab_on_a_shared_valid_split(shared
 
     from roformer_sim_ft.model import make_tokenizer
 
-    sys.path.insert(0, str(ex.Path(__file__).resolve().parents[1] / "tools"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     from compare_graph_tokenizer import sentences
 
     path = shared_data / "senteval_cn" / "STS-B" / "STS-B.valid.data"
@@ -141,7 +145,7 @@ def test_string_signatures_match_simmodel_in_plain_tensorflow(savedmodel, tiny_m
         env=env, capture_output=True, text=True, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    np.testing.assert_array_equal(np.load(out[0]), ex.pad(tiny_model.tokenize(texts)))
+    np.testing.assert_array_equal(np.load(out[0]), pad(tiny_model.tokenize(texts)))
     ours = tiny_model.encode(texts)
     np.testing.assert_allclose(np.load(out[1]), ours, atol=1e-5)
     expected_sims = [tiny_model.similarity(a, b) for a, b in zip(texts, texts[::-1])]
@@ -266,14 +270,14 @@ def test_generate_text_scores_an_empty_candidate_instead_of_refusing_it(tiny_mod
     with its cosine ([CLS] [SEP]'s vector), although encode_text refuses "" as a request."""
     import tensorflow as tf
 
-    from roformer_sim_ft import serving
+    from roformer_sim_ft.export import savedmodel as serving
 
     end_id = tiny_model.tokenizer._token_end_id
     monkeypatch.setattr(tiny_model.fast_forward, "decoder", lambda top_p: lambda source, n, *_: (tf.fill([n, 3], end_id), None, None))
     module = serving.ServingModule(tiny_model, graph_tokenizer.GraphTokenizer(tiny_model.vocab), generate=True)
     out = module.generate_text(tf.constant("我喜欢北京"), tf.constant(2), tf.constant(1, tf.int64))
     assert out["candidates"].numpy().tolist() == [b"", b""]
-    ids = tf.constant(ex.pad(tiny_model.tokenize(["我喜欢北京"]) + [[tiny_model.tokenizer._token_start_id, end_id]]))
+    ids = tf.constant(pad(tiny_model.tokenize(["我喜欢北京"]) + [[tiny_model.tokenizer._token_start_id, end_id]]))
     vectors = module.encode(ids, tf.zeros_like(ids))["vectors"].numpy()
     np.testing.assert_allclose(out["similarity"].numpy(), [vectors[1] @ vectors[0]] * 2, atol=1e-6)
 

@@ -11,12 +11,13 @@ import textwrap
 import numpy as np
 import pytest
 
-from roformer_sim_ft import batches as B, checkpoints, readers, training
+from roformer_sim_ft.data import batches as B, readers
+from roformer_sim_ft import checkpoints, training
 from roformer_sim_ft.cli import main
 from roformer_sim_ft.errors import RoformerSimError
-from roformer_sim_ft.losses import SimilarityCrossEntropyLoss
+from roformer_sim_ft.training.losses import SimilarityCrossEntropyLoss
 from roformer_sim_ft.model import SimModel
-from roformer_sim_ft.objectives import Stage1Objective
+from roformer_sim_ft.training.objectives import Stage1Objective
 from roformer_sim_ft.settings import parse_weights
 
 import tensorflow as tf  # noqa: E402  (after roformer_sim_ft)
@@ -271,14 +272,16 @@ import roformer_sim_ft, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from bert4keras.backend import keras
-from roformer_sim_ft import batches as B, checkpoints, readers, training
+from roformer_sim_ft.data import batches as B, readers
+from roformer_sim_ft import checkpoints, training
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.model import SimModel
-from roformer_sim_ft.objectives import DistillObjective, Stage1Objective, SupervisedObjective
+from roformer_sim_ft.training import loop
+from roformer_sim_ft.training.objectives import DistillObjective, Stage1Objective, SupervisedObjective
 
 ck, teacher, out = sys.argv[1:4]
 # SGD with rate 1: a step moves each weight by minus its gradient, so the saved weights give the gradients.
-training.make_optimizer = lambda config: keras.optimizers.SGD(1.0)
+loop.make_optimizer = lambda config: keras.optimizers.SGD(1.0)
 tokenizer = SimModel.load(ck).tokenizer
 groups = readers.load_distill_pairs([readers.sample_data_dir() / "synonyms" / "sample.jsonl"])
 supervised = readers.load_supervised_data(readers.sample_data_dir())

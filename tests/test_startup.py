@@ -11,7 +11,7 @@ import pytest
 
 from roformer_sim_ft import compat
 from roformer_sim_ft.cli import main
-from roformer_sim_ft.readers import sample_data_dir
+from roformer_sim_ft.data.readers import sample_data_dir
 from roformer_sim_ft.settings import VERBOSE_ENV
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

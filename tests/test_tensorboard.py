@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from roformer_sim_ft import batches as B
-from roformer_sim_ft import outputs, summaries, training
+from roformer_sim_ft.data import batches as B
+from roformer_sim_ft.fs import folders as outputs
+from roformer_sim_ft.training import summaries
+from roformer_sim_ft import training
 from roformer_sim_ft.cli import build_parser, _loop_config
-from roformer_sim_ft.objectives import SupervisedObjective
+from roformer_sim_ft.training.objectives import SupervisedObjective
 
 
 class _Result:

@@ -8,9 +8,11 @@ import signal
 import numpy as np
 import pytest
 
-from roformer_sim_ft import batches as B, checkpoints, readers, training
+from roformer_sim_ft.data import batches as B, readers
+from roformer_sim_ft import checkpoints, training
+from roformer_sim_ft.training import loop
 from roformer_sim_ft.errors import RoformerSimError
-from roformer_sim_ft.objectives import DistillObjective, SupervisedObjective
+from roformer_sim_ft.training.objectives import DistillObjective, SupervisedObjective
 
 import tensorflow as tf  # noqa: E402  (after roformer_sim_ft)
 
@@ -78,7 +80,7 @@ def test_batches_of_other_lengths_reuse_the_one_compiled_step(tiny_checkpoint, t
     lengths = {batches.batch_at(i)["token_ids"].shape[1] for i in range(4)}
     assert len(lengths) > 1, lengths
     compiled = []
-    build = training._build
+    build = loop._build
 
     def spying_build(*args, **kwargs):
         run = build(*args, **kwargs)
@@ -86,7 +88,7 @@ def test_batches_of_other_lengths_reuse_the_one_compiled_step(tiny_checkpoint, t
         run.compile_step = lambda spec: compiled.append(compile_step(spec)) or compiled[-1]
         return run
 
-    monkeypatch.setattr(training, "_build", spying_build)
+    monkeypatch.setattr(loop, "_build", spying_build)
     config = training.TrainConfig(out_dir=str(tmp_path / "out"), steps=4, learning_rate=1e-3, show_progress=False)
     training.train(SupervisedObjective(tiny_checkpoint), batches, config)
     assert len(compiled) == 1 and compiled[0].experimental_get_tracing_count() == 1

@@ -32,9 +32,9 @@ def test_wheel_holds_the_sample_data_and_its_command_runs(tmp_path):
     assert "is absent from the `packages` configuration" not in built.stdout + built.stderr
     (wheel,) = (tmp_path / "dist").glob("roformer_sim_ft-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    samples = {p.relative_to(REPO).as_posix() for p in (PACKAGE / "sample_data").rglob("*") if p.is_file()}
+    samples = {p.relative_to(REPO).as_posix() for p in (PACKAGE / "data" / "sample_data").rglob("*") if p.is_file()}
     assert len(samples) > 10 and samples <= names, samples - names
-    modules = {p.relative_to(REPO).as_posix() for p in PACKAGE.glob("*.py")}
+    modules = {p.relative_to(REPO).as_posix() for p in PACKAGE.rglob("*.py")}
     assert modules <= names and not any(n.startswith(("tests/", "examples/", "benchmarks/")) for n in names)
 
     venv = tmp_path / "venv"
@@ -45,7 +45,7 @@ def test_wheel_holds_the_sample_data_and_its_command_runs(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL", "ROFORMER_SIM_FT_VERBOSE")}
     _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", wheel], cwd=tmp_path, env=env)
 
-    where = _run([python, "-c", "import roformer_sim_ft.readers as r; print(r.__file__); print(r.sample_data_dir())"],
+    where = _run([python, "-c", "import roformer_sim_ft.data.readers as r; print(r.__file__); print(r.sample_data_dir())"],
                  cwd=tmp_path, env=env).stdout.split()
     assert all(Path(p).is_relative_to(site) for p in where), where  # the wheel's copy, not the repository's
     command = venv / "bin" / "roformer-sim-ft"

@@ -21,9 +21,11 @@ from pathlib import Path
 import roformer_sim_ft  # noqa: F401  (selects tf_keras before tensorflow loads)
 import tensorflow as tf
 
-from roformer_sim_ft import checkpoints, readers
-from roformer_sim_ft.graph_tokenizer import GraphTokenizer, unavailable_reason
-from roformer_sim_ft.model import MAXLEN, make_tokenizer
+from roformer_sim_ft import checkpoints
+from roformer_sim_ft.data import readers
+from roformer_sim_ft.export.graph_tokenizer import GraphTokenizer, unavailable_reason
+from roformer_sim_ft.settings import MAXLEN
+from roformer_sim_ft.model import make_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Write the package's bundled sample data (roformer_sim_ft/sample_data/).
+"""Write the package's bundled sample data (roformer_sim_ft/data/sample_data/).
 
 Every sentence here was written for this project: intents with a few
 paraphrase templates and slot values. Pairs from the same intent and slot are
@@ -16,7 +16,7 @@ import json
 import random
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "roformer_sim_ft" / "sample_data"
+OUT = Path(__file__).resolve().parents[1] / "roformer_sim_ft" / "data" / "sample_data"
 
 # ---- intents: (slot values, paraphrase templates). {x} is the slot.
 ATEC = [

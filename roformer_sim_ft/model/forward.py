@@ -13,7 +13,7 @@ weights, also during training):
 * :meth:`FastRoFormer.decode` — n samples of a continuation with a key/value
   cache: the source is run once and its keys/values shared by the samples;
   each step feeds one token per sample and applies the MLM head to it only.
-  The whole loop, sampling included (:mod:`roformer_sim_ft.sampling`), is one
+  The whole loop, sampling included (:mod:`roformer_sim_ft.model.sampling`), is one
   compiled ``tf.while_loop``.
 
 Rotary positions are applied in one way everywhere: the q and k kernel columns
@@ -30,14 +30,14 @@ from typing import Sequence
 
 import numpy as np
 
-from . import compat  # noqa: F401  (must precede tensorflow)
+from .. import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 
-from .errors import RoformerSimError
+from ..errors import RoformerSimError
+from ..settings import ENCODE_PRECISIONS
 from .sampling import NEG_INF, sample_next, step_seed
 
 _MASKED = -1e12  # bert4keras's additive attention mask
-PRECISIONS = ("fp32", "bf16")  # of the encoder's dense matmuls (FastRoFormer.encoder_weights)
 
 
 def rotary_frequencies(dim: int) -> tf.Tensor:
@@ -196,8 +196,8 @@ class FastRoFormer:
         kernels). The fused kernel holds the de-interleaved q and k kernels and the v kernel
         side by side, so a layer's projections are one matmul. ``precision="bf16"`` stores the
         kernels in bfloat16. Build once per ``encode`` call, not per batch."""
-        if precision not in PRECISIONS:
-            raise RoformerSimError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision not in ENCODE_PRECISIONS:
+            raise RoformerSimError(f"precision must be one of {', '.join(ENCODE_PRECISIONS)}, got {precision!r}")
         cast = (lambda w: w) if precision == "fp32" else (lambda w: tf.cast(w, tf.bfloat16))  # noqa: E731
         return [
             (

@@ -6,7 +6,7 @@ model: they only tokenize and pad. Their sampling is a pure function of
 ``(seed, batch index)``, so the resumable state is one counter, and
 ``dataset()`` can prefetch freely: the training loop calls ``advance(n)`` for
 the ``n`` batches it has actually consumed and saves ``state()``. They take
-records from :mod:`roformer_sim_ft.readers` and never read files.
+records from :mod:`roformer_sim_ft.data.readers` and never read files.
 """
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import compat  # noqa: F401  (must precede bert4keras)
+from .. import compat  # noqa: F401  (must precede bert4keras)
 from bert4keras.snippets import sequence_padding, truncate_sequences
 
-from .errors import DamagedState, RoformerSimError
-from .readers import MAXLEN, DistillData, LabeledPair, SupervisedData, SynonymGroup
+from ..errors import DamagedState, RoformerSimError
+from ..settings import MAXLEN
+from .readers import DistillData, LabeledPair, SupervisedData, SynonymGroup
 
 __all__ = ["SupervisedBatches", "DistillBatches", "Stage1Batches"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Sequence
 
-from .errors import RoformerSimError
+from ..errors import RoformerSimError
 
 _WORD_MAXLEN = 200  # bert4keras's default: longer "words" are one (usually [UNK]) token
 

@@ -5,11 +5,11 @@ target [SEP]`` padded to the longest row, so much of a padded batch is padding
 that the keras model runs through every dense layer. :class:`PackedUniLM`
 computes the same two outputs the objectives need — the pooled [CLS] vector
 and the hidden states at the positions the seq2seq loss scores
-(:meth:`Seq2SeqLoss.targets <roformer_sim_ft.losses.Seq2SeqLoss.targets>`) —
+(:meth:`Seq2SeqLoss.targets <roformer_sim_ft.training.losses.Seq2SeqLoss.targets>`) —
 with the dense layers on the real tokens only, packed into [tokens, H].
 Attention scatters each layer's rotated queries, keys and values back to the
 padded layout and applies the UniLM mask as
-:meth:`FastRoFormer.encode_sequence <roformer_sim_ft.forward.FastRoFormer.encode_sequence>`
+:meth:`FastRoFormer.encode_sequence <roformer_sim_ft.model.forward.FastRoFormer.encode_sequence>`
 does. Q, K and V are one matmul (:meth:`FastRoFormer.encoder_weights`), and
 the last layer's attention output and feed-forward run on the [CLS] and scored
 positions only. The ops read the model's keras variables, so gradients reach
@@ -26,7 +26,7 @@ keras model's, whose tensors have the padded shapes.
 """
 from __future__ import annotations
 
-from . import compat
+from .. import compat
 import tensorflow as tf
 
 from .forward import _MASKED, FastRoFormer, _dense, _layer_norm, _mm, _rotate, rotary_tables
@@ -54,7 +54,7 @@ class PackedUniLM:
     """The training forward pass of a UniLM :class:`~roformer_sim_ft.model.SimModel` on packed tokens.
 
     Args:
-        fast: the model's :class:`~roformer_sim_ft.forward.FastRoFormer` (its layers and weights).
+        fast: the model's :class:`~roformer_sim_ft.model.forward.FastRoFormer` (its layers and weights).
         dropout_rate: hidden and embedding dropout, as the keras model was built with.
         attention_dropout_rate: dropout on the attention probabilities.
 

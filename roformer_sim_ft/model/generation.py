@@ -6,13 +6,13 @@ The original script (``test/generate.py``) decodes with bert4keras's
 the full MLM head, then keeps the last position. Two paths here, over a model
 they are handed (a :class:`~roformer_sim_ft.model.SimModel`):
 
-* ``use_cache=True`` (default) — the model's :class:`~roformer_sim_ft.forward.FastRoFormer`:
+* ``use_cache=True`` (default) — the model's :class:`~roformer_sim_ft.model.forward.FastRoFormer`:
   the same forward pass in plain TF ops with a key/value cache, the whole
   sampling loop compiled (used when the model's layout allows it);
 * ``use_cache=False`` — that original algorithm (``model.seq2seq`` on the
   full sequence each step, finished samples dropped), kept for equivalence tests.
 
-Both sample with :func:`~roformer_sim_ft.sampling.sample_next` from the same
+Both sample with :func:`~roformer_sim_ft.model.sampling.sample_next` from the same
 seeds, so a seeded run repeats exactly and both paths draw the same tokens.
 """
 from __future__ import annotations
@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from . import compat  # noqa: F401  (must precede tensorflow)
+from .. import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 
-from .errors import RoformerSimError
+from ..errors import RoformerSimError
 from .sampling import sample_next, seed_tensor, step_seed
-from .settings import GENERATE_MAX_LEN, GENERATE_MAX_SAMPLES, GENERATE_TOP_P
+from ..settings import GENERATE_MAX_LEN, GENERATE_MAX_SAMPLES, GENERATE_TOP_P
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .model import SimModel
+    from .sim_model import SimModel
 
 
 # ------------------------------------------------------- reference (uncached)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence, Union
 
-from .errors import NoDataFiles, RoformerSimError
+from ..errors import NoDataFiles, RoformerSimError
+from ..settings import DEFAULT_SPLITS, DEFAULT_TASKS, MAXLEN  # noqa: F401  (part of this module's API)
 from .lines import MAX_REPORTED_ERRORS, FileReport  # noqa: F401  (FileReport is part of this module's API)
 from .lines import BadLine as _BadLine, LineReader as _LineReader
 
@@ -40,12 +41,7 @@ log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
-MAXLEN = 64
-DEFAULT_TASKS: tuple[str, ...] = ("ATEC", "BQ", "LCQMC", "PAWSX", "STS-B")
 OPTIONAL_TASKS: tuple[str, ...] = ("SOHU21-SSB",)  # used when present, never reported missing
-# Training splits: train only, so that valid can select a model and test report it without overlap
-# (the reference trains on train and valid: ``--splits train,valid``; docs/FIDELITY.md).
-DEFAULT_SPLITS: tuple[str, ...] = ("train",)
 NLI_LABELS: dict[str, int] = {"contradiction": 2, "entailment": 3, "neutral": 4}
 ENTAILMENT = NLI_LABELS["entailment"]
 # gold_label values of lines without a majority label (CNSD writes '-'): skipped, not errors.

@@ -15,7 +15,7 @@ one is in place). A kill at any point leaves the old or the new folder, each
 complete. A folder holding an earlier output is replaced only when the caller
 says so (:func:`check_replace`), and never while it holds an input of the same
 command (:func:`check_not_input`). A symlinked target is followed
-(:func:`~roformer_sim_ft.io.real_path`): the swap happens beside the real
+(:func:`~roformer_sim_ft.fs.atomic.real_path`): the swap happens beside the real
 folder and the symlink keeps pointing at it. Plain standard library: no TensorFlow.
 """
 from __future__ import annotations
@@ -32,8 +32,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
 
-from .errors import RoformerSimError
-from .io import follow_umask, os_error, real_path, umask, write_text_atomic
+from ..errors import RoformerSimError
+from .atomic import follow_umask, os_error, real_path, umask, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def read_manifest(folder: str | os.PathLike) -> Optional[dict]:
 
 def write_manifest(folder: str | os.PathLike, format: str, files: Iterable[str]) -> None:
     """Write the manifest of ``folder`` (atomically): ``format`` and the names of the entries we wrote."""
-    from . import __version__
+    from .. import __version__
 
     doc = {"written_by": "roformer-sim-ft", "version": __version__, "format": format, "files": sorted(set(files))}
     write_text_atomic(Path(folder) / MANIFEST_NAME, json.dumps(doc, indent=2) + "\n")

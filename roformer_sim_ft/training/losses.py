@@ -16,7 +16,7 @@ row's cosines to the other rows of the batch with its partner as the target.
 
 On several replicas (``tf.distribute``) every loss is the global batch's:
 losses that compare rows gather the other replicas' rows, and means are taken
-over the global count (:mod:`roformer_sim_ft.replicas`), so the objective does
+over the global count (:mod:`roformer_sim_ft.training.replicas`), so the objective does
 not depend on the number of devices.
 
 Every loss casts its floating inputs to float32 first, so the loss stays in
@@ -28,12 +28,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import compat  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from .. import compat  # noqa: F401  (selects tf_keras before TensorFlow loads)
 import tensorflow as tf  # noqa: E402
 
-from .errors import RoformerSimError  # noqa: E402
+from ..errors import RoformerSimError  # noqa: E402
 from .replicas import global_rows, replica_mean  # noqa: E402
-from .settings import DEFAULT_FEATURES  # noqa: E402
+from ..settings import DEFAULT_FEATURES  # noqa: E402
 
 FEATURES = ("u", "v", "|u-v|", "u*v")
 _NEG_INF = 1e12  # the reference subtracts 1e12 from masked logits

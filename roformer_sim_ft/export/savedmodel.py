@@ -7,7 +7,7 @@ signatures too, tokenising in the graph as bert4keras does
 (:mod:`.graph_tokenizer`): ``tokenize_text``, ``encode_text`` (as
 ``SimModel.encode``), ``similarity_text`` and ``generate_text``: ``n``
 candidates sampled for one ``text`` with a ``seed`` by the compiled
-KV-cached decoder (:meth:`FastRoFormer.decoder <roformer_sim_ft.forward.FastRoFormer.decoder>`),
+KV-cached decoder (:meth:`FastRoFormer.decoder <roformer_sim_ft.model.forward.FastRoFormer.decoder>`),
 top-p ``GENERATE_TOP_P`` and at most ``GENERATE_MAX_LEN`` tokens (the
 defaults of ``generate``, fixed at export), ``n`` at most ``GENERATE_MAX_SAMPLES``, written back as text as
 ``generate`` writes them, each with its cosine to ``text``.
@@ -28,14 +28,16 @@ from typing import Sequence
 
 import numpy as np
 
-from . import compat  # noqa: F401  (must precede tensorflow)
+from .. import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 
-from . import checkpoints, generation, graph_tokenizer
-from .errors import RoformerSimError
-from .model import SimModel
-from .sampling import seed_pair
-from .settings import GENERATE_MAX_LEN, GENERATE_MAX_SAMPLES, GENERATE_TOP_P
+from .. import checkpoints
+from ..model import generation
+from . import graph_tokenizer
+from ..errors import RoformerSimError
+from ..model.sim_model import SimModel
+from ..model.sampling import seed_pair
+from ..settings import GENERATE_MAX_LEN, GENERATE_MAX_SAMPLES, GENERATE_TOP_P
 
 STRING_SIGNATURES = ("tokenize_text", "encode_text", "similarity_text")
 VERIFY_GENERATE = {"text": "给我推荐一款红色的车，最好是SUV。", "n": 4, "seed": 2021}  # the export's generate_text check
@@ -84,7 +86,7 @@ class ServingModule(tf.Module):
 
     Args:
         model: the model to serve.
-        tokenizer: a :class:`~roformer_sim_ft.graph_tokenizer.GraphTokenizer` for the
+        tokenizer: a :class:`~roformer_sim_ft.export.graph_tokenizer.GraphTokenizer` for the
             string signatures (None: id signatures only).
         generate: add ``generate_text`` (needs ``tokenizer`` and ``model.fast_forward``).
     """

@@ -15,12 +15,13 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from . import compat  # noqa: F401  (must precede tensorflow)
+from .. import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 
-from . import checkpoints, outputs
-from .errors import DamagedState, RoformerSimError
-from .io import error_text, os_error
+from .. import checkpoints
+from ..fs import folders as outputs
+from ..errors import DamagedState, RoformerSimError
+from ..fs.atomic import error_text, os_error
 
 STATE_DIR = "training_state"
 
@@ -120,7 +121,7 @@ def read_record(state: Path) -> dict:
 def load_state_model(path: str | os.PathLike):
     """The model of a training state: a ``training_state/step-N`` folder, or a
     training output folder (its latest state). Optimizer and head are not needed."""
-    from .model import SimModel
+    from ..model.sim_model import SimModel
 
     path = Path(path)
     if not (path / "state.json").exists():

@@ -12,7 +12,7 @@ plain computation.
 """
 from __future__ import annotations
 
-from . import compat  # noqa: F401  (must precede tensorflow)
+from .. import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf  # noqa: E402
 
 

@@ -15,19 +15,18 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import compat  # noqa: F401  (must precede tensorflow)
+from .. import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 from bert4keras.backend import K, keras
 from bert4keras.models import build_transformer_model
 from bert4keras.snippets import sequence_padding
 from bert4keras.tokenizers import Tokenizer
 
-from . import checkpoints
-from .errors import RoformerSimError
-from .forward import PRECISIONS, FastRoFormer
-from .settings import GENERATE_MAX_LEN, GENERATE_TOP_P
+from .. import checkpoints
+from ..errors import RoformerSimError
+from .forward import FastRoFormer
+from ..settings import ENCODE_PRECISIONS, GENERATE_MAX_LEN, GENERATE_TOP_P, MAXLEN
 
-MAXLEN = 64
 # bert_config.json keys that bert4keras does not take as constructor arguments.
 _BUILD_KEYS = (
     "vocab_size",
@@ -188,11 +187,11 @@ class SimModel:
 
     def _encoder_call(self, fast: bool = True, precision: str = "fp32"):
         """A function of one padded batch [b, L] (segment ids 0) → pooled vectors, for one
-        ``encode`` call: :meth:`FastRoFormer.pooled_of <roformer_sim_ft.forward.FastRoFormer.pooled_of>`
+        ``encode`` call: :meth:`FastRoFormer.pooled_of <roformer_sim_ft.model.forward.FastRoFormer.pooled_of>`
         with weights read now from the live variables, if ``fast`` and the layout allows,
         else ``self.encoder``."""
-        if precision not in PRECISIONS:
-            raise RoformerSimError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision not in ENCODE_PRECISIONS:
+            raise RoformerSimError(f"precision must be one of {', '.join(ENCODE_PRECISIONS)}, got {precision!r}")
         spec = tf.TensorSpec([None, None], tf.int32)
         if not (fast and self.fast_forward is not None):
             if precision != "fp32":

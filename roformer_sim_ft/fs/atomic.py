@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import RoformerSimError
+from ..errors import RoformerSimError
 
 
 def umask() -> int:

@@ -46,11 +46,13 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from . import checkpoints, outputs, serving
-from .errors import RoformerSimError
-from .io import os_error
-from .forward import rotary_frequencies
-from .model import SimModel, pad
+from .. import checkpoints
+from ..fs import folders as outputs
+from . import savedmodel as serving
+from ..errors import RoformerSimError
+from ..fs.atomic import os_error
+from ..model.forward import rotary_frequencies
+from ..model.sim_model import SimModel, pad
 
 FORMATS = ("ckpt", "h5", "savedmodel", "hf", "keras")
 # Largest allowed difference of L2-normalised vectors on VERIFY_TEXTS, per format.
@@ -95,7 +97,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, format: str = 
 def _load(path: str | os.PathLike) -> SimModel:
     """A released-layout checkpoint, or a training state (``OUT/training_state/step-N``,
     or a training output folder that holds only states)."""
-    from .states import STATE_DIR, load_state_model
+    from ..training.states import STATE_DIR, load_state_model
 
     path = Path(path)
     if (path / "state.json").exists() or ((path / STATE_DIR).is_dir() and not (path / "bert_config.json").exists()):
@@ -150,7 +152,7 @@ def _atomic_dir(out: Path, format: str, overwrite: bool) -> Iterator[Path]:
 
     An existing ``out`` is replaced only if it is empty or (``overwrite``) an
     earlier export of the same format (our manifest says so:
-    :mod:`roformer_sim_ft.outputs`); any file in it that the export does not write is kept.
+    :mod:`roformer_sim_ft.fs.folders`); any file in it that the export does not write is kept.
     """
     _check_target(out, format, overwrite)
     tmp = outputs.temp_dir_beside(out)
@@ -346,7 +348,7 @@ def _verify_hf(model: SimModel, folder: Path, token_ids: np.ndarray) -> tuple[np
 
 # ---------------------------------------------------------------- keras
 def _write_keras(model: SimModel, folder: Path) -> None:
-    from . import keras3
+    from .. import keras3
 
     native = keras3.build_model(model.config)
     keras3.set_released_weights(native, model.get_weights(), model.config)
@@ -357,7 +359,7 @@ def _write_keras(model: SimModel, folder: Path) -> None:
 def _verify_keras(model: SimModel, folder: Path, token_ids: np.ndarray) -> tuple[np.ndarray, str]:
     """Open the archive with ``keras.saving.load_model``; weights must be bit-identical and the
     MLM logits (second half of each row as segment 1: the UniLM mask) within KERAS_LOGITS_TOLERANCE."""
-    from . import keras3
+    from .. import keras3
 
     loaded = keras3.keras.saving.load_model(str(folder / KERAS_ARCHIVE))
     weights, reread = model.get_weights(), keras3.released_weights(loaded, model.config)

@@ -1,13 +1,13 @@
 """One training loop for every stage.
 
-A stage is an :class:`~roformer_sim_ft.objectives.Objective` (models + loss of
-one batch) and a batch source from :mod:`roformer_sim_ft.batches`; :func:`train`
+A stage is an :class:`~roformer_sim_ft.training.objectives.Objective` (models + loss of
+one batch) and a batch source from :mod:`roformer_sim_ft.data.batches`; :func:`train`
 runs any such pair: AdamW with decoupled weight decay, optional warmup, a
 progress bar, periodic evaluation keeping the best model, periodic training
 state written atomically (weights + optimizer + sampler position), ``resume``,
 clean stop on SIGINT/SIGTERM, TensorBoard scalars, mixed precision and XLA,
 on one device, several (``MirroredStrategy``) or several machines
-(``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``, :mod:`roformer_sim_ft.distribute`).
+(``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``, :mod:`roformer_sim_ft.training.distribute`).
 The loop never knows which stage it runs.
 
 Output folder layout (written by the chief; other workers keep their states in
@@ -32,14 +32,15 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from . import compat
+from .. import compat
 import tensorflow as tf
 from bert4keras.backend import keras
 
-from . import distribute, outputs, resume, run_folder, states, summaries
-from .errors import RoformerSimError
-from .io import write_text_atomic
-from .settings import StageSettings, TrainConfig
+from . import distribute, resume, run_folder, states, summaries
+from ..fs import folders as outputs
+from ..errors import RoformerSimError
+from ..fs.atomic import write_text_atomic
+from ..settings import StageSettings, TrainConfig
 
 STATE_DIR = states.STATE_DIR
 check_out_dir = run_folder.check_out_dir
@@ -103,7 +104,7 @@ def make_optimizer(config: TrainConfig):
 
 
 def make_strategy(devices: Optional[int]) -> tf.distribute.Strategy:
-    """The strategy of this process (:func:`roformer_sim_ft.distribute.make_strategy`)."""
+    """The strategy of this process (:func:`roformer_sim_ft.training.distribute.make_strategy`)."""
     return distribute.make_strategy(devices)
 
 
@@ -205,7 +206,7 @@ def train(
     ``on_step(step, losses)`` is called after every step (for tests and tools).
     ``settings`` is recorded in ``run.json`` and in each state; ``resume``
     refuses a state saved with other settings, seed, data, model, vocab or
-    precision (see :mod:`roformer_sim_ft.resume`, ``config.allow_changed_settings``).
+    precision (see :mod:`roformer_sim_ft.training.resume`, ``config.allow_changed_settings``).
 
     ``out_dir`` must be new, empty or a training folder of ours; it is locked
     for the run (a symlink is followed once, here). A new run into a folder
@@ -318,7 +319,7 @@ def _restore(run: _Run) -> None:
     Other settings, model, vocab, precision or teacher than the state's are refused
     in one line; a damaged state (unreadable state.json, sampler or weights) is renamed
     ``step-N.damaged`` with a warning and the previous kept state is used instead
-    (:func:`roformer_sim_ft.resume.read_state`). Multi-worker, the
+    (:func:`roformer_sim_ft.training.resume.read_state`). Multi-worker, the
     chief alone reads the state and the other workers receive it from the chief
     (they need no access to ``out_dir``).
     """

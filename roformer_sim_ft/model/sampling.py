@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import compat  # noqa: F401  (must precede tensorflow)
+from .. import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 
-from .settings import check_seed
+from ..settings import check_seed
 
 NEG_INF = float("-inf")
 

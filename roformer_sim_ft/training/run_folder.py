@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from . import checkpoints, distribute, outputs, states, summaries
-from .errors import RoformerSimError
-from .settings import LOG_DIR, TrainConfig
+from .. import checkpoints
+from . import distribute, states, summaries
+from ..fs import folders as outputs
+from ..errors import RoformerSimError
+from ..settings import LOG_DIR, TrainConfig
 
 STATE_DIR = states.STATE_DIR
 

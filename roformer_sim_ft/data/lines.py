@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-from .errors import RoformerSimError
+from ..errors import RoformerSimError
 
 MAX_REPORTED_ERRORS = 20
 

@@ -14,14 +14,15 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from . import compat  # noqa: F401  (must precede tensorflow)
+from .. import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 
-from . import checkpoints, states
-from .errors import DamagedState, NothingToDo, RoformerSimError
-from .io import error_text
-from .model import _BUILD_KEYS
-from .settings import PRECISIONS
+from .. import checkpoints
+from . import states
+from ..errors import DamagedState, NothingToDo, RoformerSimError
+from ..fs.atomic import error_text
+from ..model.sim_model import _BUILD_KEYS
+from ..settings import MIXED_PRECISIONS
 
 STATE_DIR = states.STATE_DIR
 
@@ -49,7 +50,7 @@ def _shown(value, key: str = "") -> str:
 
 def precision_flag(policy: Optional[str]) -> str:
     """The command-line form of a mixed-precision policy: ``--mixed-precision fp16``, or ``no --mixed-precision``."""
-    short = {v: k for k, v in PRECISIONS.items()}.get(policy) if policy else None
+    short = {v: k for k, v in MIXED_PRECISIONS.items()}.get(policy) if policy else None
     return f"--mixed-precision {short or policy}" if policy else "no --mixed-precision"
 
 
@@ -126,8 +127,8 @@ def check_model(run, state: Path, saved: dict, config: dict, vocab: list[str], l
         before = saved["mixed_precision"]
         differs = before != now
     else:  # a state written before the policy was recorded: its optimizer shows fp16 (a loss scale) or not
-        before = PRECISIONS["fp16"] if loss_scale else None
-        differs = loss_scale != (now == PRECISIONS["fp16"])
+        before = MIXED_PRECISIONS["fp16"] if loss_scale else None
+        differs = loss_scale != (now == MIXED_PRECISIONS["fp16"])
     if differs:
         raise RoformerSimError(
             f"--resume: {state} was saved with {precision_flag(before)}, not {precision_flag(now)}: "

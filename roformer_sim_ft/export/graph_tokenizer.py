@@ -48,11 +48,11 @@ from typing import Sequence
 
 import numpy as np
 
-from . import compat  # noqa: F401  (must precede tensorflow)
+from .. import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 
-from .errors import RoformerSimError
-from .model import MAXLEN
+from ..errors import RoformerSimError
+from ..settings import MAXLEN
 
 WORD_MAXLEN = 200  # bert4keras Tokenizer's default word_maxlen
 UNK, CLS, SEP = "[UNK]", "[CLS]", "[SEP]"

@@ -30,9 +30,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .checkpoints import REQUIRED_CONFIG_KEYS, VOCAB_NAME, read_config, read_vocab, resolve
-from .errors import RoformerSimError
-from .readers import MAXLEN
+from ..checkpoints import REQUIRED_CONFIG_KEYS, VOCAB_NAME, read_config, read_vocab, resolve
+from ..errors import RoformerSimError
+from ..settings import MAXLEN
 from .tensor_bundle import BundleReader
 from .wordpiece import WordPieceTokenizer
 

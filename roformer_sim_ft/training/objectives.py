@@ -2,8 +2,8 @@
 
 An objective owns its models (built inside the training strategy's scope by
 :meth:`Objective.build`), computes the loss of one batch, and saves the trained
-model in the released layout. The loss math lives in :mod:`roformer_sim_ft.losses`;
-on several replicas every loss is the global batch's (:mod:`roformer_sim_ft.replicas`).
+model in the released layout. The loss math lives in :mod:`roformer_sim_ft.training.losses`;
+on several replicas every loss is the global batch's (:mod:`roformer_sim_ft.training.replicas`).
 """
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ import abc
 import os
 from typing import Mapping, Optional, Sequence
 
-from . import compat  # noqa: F401  (must precede tensorflow)
+from .. import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 from bert4keras.backend import keras
 
-from . import checkpoints, losses
-from .errors import RoformerSimError
-from .model import SimModel
-from .packed_unilm import PackedUniLM
-from .settings import StageSettings
+from .. import checkpoints
+from . import losses
+from ..errors import RoformerSimError
+from ..model.sim_model import SimModel
+from ..model.packed_unilm import PackedUniLM
+from ..settings import StageSettings
 
 SUPERVISED_OBJECTIVES = ("concat", *losses.COSINE_LOSSES)
 HEADS = ("shared", "separate")
@@ -161,7 +162,7 @@ class _UniLMObjective(Objective):
     tied output over the vocabulary) only on the positions the seq2seq loss scores,
     instead of on every position as the reference does: the same loss and
     gradients at a fraction of the head's cost. ``packed`` (default) runs the
-    student through :class:`~roformer_sim_ft.packed_unilm.PackedUniLM` (dense
+    student through :class:`~roformer_sim_ft.model.packed_unilm.PackedUniLM` (dense
     layers on the real tokens only, the MLM head on the scored positions only;
     the same loss and gradients within float round-off) when the layout allows,
     the model computes in float32 and ``target_logits_only`` is on, else
@@ -235,7 +236,7 @@ class DistillObjective(_UniLMObjective):
     replicas). One student forward pass gives both the pooled vector and the
     MLM logits (``target_logits_only`` and ``packed`` as in :class:`_UniLMObjective`). The
     teacher is frozen and sees the unmasked source; it runs
-    :meth:`FastRoFormer.pooled_of <roformer_sim_ft.forward.FastRoFormer.pooled_of>`
+    :meth:`FastRoFormer.pooled_of <roformer_sim_ft.model.forward.FastRoFormer.pooled_of>`
     (no padding in its matmuls, [CLS]-only last layer; the keras encoder under
     XLA). Dropout as in :class:`SupervisedObjective` (student only).
     """
@@ -294,7 +295,7 @@ class Stage1Objective(_UniLMObjective):
     Rows ``2k`` and ``2k+1`` of a batch are one pair of similar texts in both
     directions (``[CLS] source [SEP] target [SEP]``, the source whole-word
     masked half of the time). Loss = the seq2seq cross-entropy on the target
-    segment + :class:`~roformer_sim_ft.losses.SimilarityCrossEntropyLoss` of the
+    segment + :class:`~roformer_sim_ft.training.losses.SimilarityCrossEntropyLoss` of the
     pooled vectors (the sources' encodings) with ``similarity_scale`` (20),
     both logged, the similarity term on the global batch across replicas.
 

@@ -13,14 +13,14 @@ import os
 from pathlib import Path
 from typing import Mapping, Optional
 
-from . import compat  # noqa: F401  (must precede tensorflow)
+from .. import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 
 from tensorflow.core.framework import summary_pb2
 
-from . import outputs
-from .errors import RoformerSimError
-from .io import error_text
+from ..fs import folders as outputs
+from ..errors import RoformerSimError
+from ..fs.atomic import error_text
 
 LOGS_FORMAT = "logs"  # the manifest format of a TensorBoard folder we wrote into
 # What tensorboard's own scalar summary writes (tf.summary.scalar needs the tensorboard package; this does not).

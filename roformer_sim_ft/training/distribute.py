@@ -23,10 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Optional, Sequence
 
-from . import compat  # noqa: F401  (must precede tensorflow)
+from .. import compat  # noqa: F401  (must precede tensorflow)
 import tensorflow as tf
 
-from .errors import RoformerSimError
+from ..errors import RoformerSimError
 
 ENV = "TF_CONFIG"
 # Errors of a collective whose peer died, timed out or aborted: the job cannot go on.
@@ -145,7 +145,7 @@ def _multi_worker(timeout: Optional[float]) -> tf.distribute.Strategy:
             raise
         raise RoformerSimError(
             f"multi-worker training ({ENV}) must set up TensorFlow's collectives before any other TensorFlow "
-            "work in the process: call roformer_sim_ft.distribute.make_strategy() first") from None
+            "work in the process: call roformer_sim_ft.training.distribute.make_strategy() first") from None
     except COLLECTIVE_ERRORS as e:
         raise RoformerSimError(_not_joined(e, timeout)) from None
     _MULTI_WORKER["strategy"] = strategy

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RoformerSimError
+from ..errors import RoformerSimError
 
 _MAGIC = 0xDB4775248B80FB57
 _FOOTER_SIZE = 48

@@ -1,0 +1,1 @@
+"""Data: the readers (pure Python), their line reader, the batches and the bundled sample data."""
