@@ -1,10 +1,12 @@
 """The package's shape: at most 12 top-level modules, modules of a readable size, no import circles
-(between modules, imports inside functions count; between subpackages too), keras3/ and data/readers free of TensorFlow."""
+(between modules, imports inside functions count; between subpackages too), keras3/ and data/readers free of
+TensorFlow, the public import paths working; and the tests' own layout (tests/<subpackage>/test_<module>.py)."""
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "roformer_sim_ft"
@@ -90,3 +92,44 @@ def test_keras3_and_the_readers_import_no_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_public_paths():
+    code = textwrap.dedent("""
+        import importlib, sys
+        from roformer_sim_ft import keras3
+        assert "keras" not in sys.modules  # the package is lazy: Keras 3 loads with its first public name
+        for name in ("SimEncoder", "load_checkpoint", "weight_names", "ARCHIVE_NAME", "keras", "ops"):
+            assert name in keras3.__all__
+        from roformer_sim_ft import SimModel
+        from roformer_sim_ft.model import SimModel as same, make_tokenizer, pad
+        assert SimModel is same
+        from roformer_sim_ft import export as ex
+        for name in ("export", "export_model", "Exported", "FORMATS", "TOLERANCE", "VERIFY_TEXTS", "KERAS_ARCHIVE",
+                     "HF_WEIGHTS", "HF_POOLER", "hf_weights", "hf_config", "read_safetensors", "write_safetensors"):
+            getattr(ex, name)
+        assert callable(ex.export) and ex.export.__module__ == "roformer_sim_ft.export.core"
+        from roformer_sim_ft import training
+        from roformer_sim_ft.settings import TrainConfig
+        assert training.TrainConfig is TrainConfig and callable(training.train)
+        for name in ("STATE_DIR", "TrainResult", "check_out_dir", "load_state_model", "make_optimizer", "make_strategy"):
+            getattr(training, name)
+        from roformer_sim_ft.cli import main, build_parser
+        from roformer_sim_ft.pipeline import supervised, distill, pretrain, run_pipeline, SupervisedSettings
+        from roformer_sim_ft.evaluation import PROBES
+        importlib.import_module("roformer_sim_ft.demo")
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_tests_mirror_the_package():
+    """tests/<subpackage>/ exists only for a subpackage (or system/), and test file names are unique: the
+    folders have no __init__.py, so pytest imports each test file under its bare name."""
+    tests = Path(__file__).resolve().parent
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
+    subpackages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert folders <= subpackages | {"system"}, folders - subpackages
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

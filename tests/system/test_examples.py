@@ -8,7 +8,7 @@ import pytest
 
 from roformer_sim_ft.data import readers
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _run(capsys, script: str, *args) -> str:

@@ -3,6 +3,9 @@ SupervisedBatches and DistillBatches (interleaving, rows, masking, resumable sta
 from __future__ import annotations
 
 import json
+import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -481,3 +484,22 @@ def test_shared_data_smoke(shared_data, real_vocab):
     batch = next(b)
     assert batch["token_ids"].shape[0] == 192 and batch["token_ids"].shape[1] <= 64
     assert set(batch["labels"][0::4].tolist()) <= {0, 1} and set(batch["labels"][2::4].tolist()) <= {2, 3, 4}
+
+
+# The readers are pure Python: importing them loads no TensorFlow, and their text cutting is bert4keras's.
+def test_importing_the_readers_does_not_import_tensorflow():
+    code = ("import sys, roformer_sim_ft.data.readers as r; r.load_supervised_data(r.sample_data_dir()); "
+            "print(sorted(m for m in ('tensorflow', 'bert4keras', 'tf_keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def test_text_segmentate_equals_bert4keras():
+    rng = random.Random(0)
+    alphabet = "ab，。！？；;, \n中文字"
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120)))
+        for maxlen in (5, 12, 76.8):
+            assert R.text_segmentate(text, maxlen, R.SEPS, R.STRIPS) == \
+                text_segmentate(text, maxlen, R.SEPS, R.STRIPS), (text, maxlen)

@@ -54,7 +54,7 @@ def _mismatches(tokenizer, reference, texts: list[str], maxlen: int = 64) -> lis
 
 
 def test_ids_equal_bert4keras_on_sample_data_and_tricky_text(tokenizer, tiny_model):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
     from compare_graph_tokenizer import sentences, valid_files
 
     texts = [t for path in valid_files(readers.sample_data_dir()) for t in sentences(path)]
@@ -70,7 +70,7 @@ def test_ids_equal_bert4keras_with_the_real_vocab_on_a_shared_valid_split(shared
 
     from roformer_sim_ft.model import make_tokenizer
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
     from compare_graph_tokenizer import sentences
 
     path = shared_data / "senteval_cn" / "STS-B" / "STS-B.valid.data"

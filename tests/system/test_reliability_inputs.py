@@ -22,7 +22,7 @@ from roformer_sim_ft.cli import main
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.settings import GENERATE_MAX_SAMPLES, VERBOSE_ENV
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _one_line_error(capsys, args) -> str:

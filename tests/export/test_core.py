@@ -1,6 +1,6 @@
 """Exports: each format written atomically, verified, and loaded in a separate process
 by its own runtime (plain bert4keras, PyTorch transformers; the SavedModel in plain
-TensorFlow: tests/test_serving.py)."""
+TensorFlow: tests/export/test_savedmodel.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -25,7 +25,7 @@ HAS_TORCH = all(importlib.util.find_spec(m) for m in ("torch", "transformers", "
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("exports")
-    # The SavedModel (and its run in plain TensorFlow): tests/test_serving.py.
+    # The SavedModel (and its run in plain TensorFlow): tests/export/test_savedmodel.py.
     return {fmt: ex.export_model(tiny_model, root / fmt, fmt) for fmt in ("h5", "hf")}
 
 

@@ -30,7 +30,7 @@ from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.model import SimModel
 from roformer_sim_ft.training.objectives import SupervisedObjective
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = "bert_model.ckpt.data-00000-of-00001"
 
 

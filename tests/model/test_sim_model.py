@@ -84,3 +84,28 @@ def test_plain_bert4keras_loads_our_checkpoint_in_a_separate_process(tiny_model,
     ).check_returncode()
     theirs = np.load(tmp_path / "out.npy")
     np.testing.assert_allclose(theirs, tiny_model.encode(TEXTS, normalize=False), atol=1e-5)
+
+
+# encode(precision="bf16"): a speed option beyond the 1e-5-equivalent default.
+PRECISION_TEXTS = ["今天天气不错", "好", "给我推荐一款红色的车", "我喜欢北京", "为什么我的支付宝账户被冻结了", "花呗的额度怎么提升" * 8]
+
+
+@pytest.fixture(scope="module")
+def spread_model(spread_checkpoint):
+    return SimModel.load(spread_checkpoint)
+
+
+def test_bf16_encode_is_close_to_fp32_and_not_equal(spread_model):
+    fp32 = spread_model.encode(PRECISION_TEXTS, batch_size=4)
+    bf16 = spread_model.encode(PRECISION_TEXTS, batch_size=4, precision="bf16")
+    cosine = np.sum(fp32 * bf16, axis=1)  # both unit vectors
+    assert cosine.min() >= 0.999, cosine
+    assert np.abs(fp32 - bf16).max() > 1e-6  # bf16 really ran
+    np.testing.assert_array_equal(spread_model.encode(PRECISION_TEXTS, batch_size=4, precision="fp32"), fp32)  # the default
+
+
+def test_precision_is_checked(spread_model):
+    with pytest.raises(RoformerSimError, match="precision must be one of fp32, bf16, got 'fp16'"):
+        spread_model.encode(PRECISION_TEXTS, precision="fp16")
+    with pytest.raises(RoformerSimError, match="needs the fast path"):
+        spread_model.encode(PRECISION_TEXTS, precision="bf16", fast=False)

@@ -25,7 +25,7 @@ from roformer_sim_ft.training.objectives import DistillObjective, Stage1Objectiv
 
 pytestmark = pytest.mark.sockets
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STEPS = 3
 # Losses of a step on two workers vs one process, same global batch and weights (dropout off):
 # the same float32 math summed in another order (rows split, gradients all-reduced); measured

@@ -17,7 +17,7 @@ from roformer_sim_ft.cli import main
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.training.losses import SimilarityCrossEntropyLoss
 from roformer_sim_ft.model import SimModel
-from roformer_sim_ft.training.objectives import Stage1Objective
+from roformer_sim_ft.training.objectives import DistillObjective, Stage1Objective
 from roformer_sim_ft.settings import parse_weights
 
 import tensorflow as tf  # noqa: E402  (after roformer_sim_ft)
@@ -287,7 +287,7 @@ groups = readers.load_distill_pairs([readers.sample_data_dir() / "synonyms" / "s
 supervised = readers.load_supervised_data(readers.sample_data_dir())
 quiet = dict(dropout_rate=0.0, attention_dropout_rate=0.0)
 # The two stages whose similarity terms compare rows across replicas (the supervised stage's
-# loss is a mean over rows: the same per-replica scaling; across workers: tests/test_multiworker.py).
+# loss is a mean over rows: the same per-replica scaling; across workers: tests/system/test_multiworker.py).
 stages = {
     "distill": (lambda: DistillObjective(teacher, ck, **quiet),
                 lambda: B.DistillBatches.from_data(groups, tokenizer, batch_size=16, seed=1)),
@@ -339,3 +339,24 @@ def test_two_replicas_give_the_single_device_loss_and_gradients(tiny_checkpoint,
     assert report["refused"] == ("a batch of 6 rows on 2 replicas: each replica must hold whole pairs "
                                  "(an even number of rows); use a batch size that is a multiple of 4")
 
+
+def test_distill_teacher_vectors_equal_the_keras_encoder(tiny_checkpoint, tiny_model):
+    pairs = readers.load_distill_pairs([readers.sample_data_dir() / "synonyms" / "sample.jsonl"])
+    batch = B.DistillBatches.from_data(pairs, tiny_model.tokenizer, batch_size=8, seed=1).batch_at(0)
+    tokens, segments = tf.constant(batch["teacher_token_ids"]), tf.constant(batch["teacher_segment_ids"])
+    assert (tokens.numpy() == 0).any()  # padded rows are exercised
+    objective = DistillObjective(tiny_checkpoint, tiny_checkpoint)
+    objective.prepare(jit_compile=False)
+    objective.build()
+    assert objective.teacher.fast_forward is not None and objective._fast_teacher  # the plain-TF pass runs
+    reference = objective.teacher.encoder([tokens, segments], training=False).numpy()
+    vectors = objective._teacher_vectors(tokens, segments).numpy()
+    np.testing.assert_allclose(vectors, reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+
+
+def test_distill_teacher_under_xla_uses_the_keras_encoder(tiny_checkpoint):
+    # Packing has dynamic shapes: under jit_compile the teacher's vectors come from its keras encoder
+    # (comparing them with that encoder would compare it with itself, so the decision is what is held).
+    objective = DistillObjective(tiny_checkpoint, tiny_checkpoint)
+    objective.prepare(jit_compile=True)
+    assert not objective._fast_teacher
