@@ -58,7 +58,7 @@ from roformer_sim_ft import compat  # noqa: E402,F401  (selects tf_keras before 
 import tensorflow as tf  # noqa: E402
 
 from roformer_sim_ft import checkpoints, evaluation, pipeline, training  # noqa: E402
-from roformer_sim_ft.data import readers as data
+from roformer_sim_ft.data import readers as data  # noqa: E402
 from roformer_sim_ft.model import SimModel  # noqa: E402
 from run_log import Clock, eval_model, log  # noqa: E402
 

@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from roformer_sim_ft import compat  # noqa: E402,F401  (selects tf_keras before TensorFlow loads)
 
 from roformer_sim_ft import checkpoints, evaluation, pipeline, training  # noqa: E402
-from roformer_sim_ft.training import states
+from roformer_sim_ft.training import states  # noqa: E402
 from roformer_sim_ft.model import SimModel  # noqa: E402
 from run_log import Clock, eval_model, log  # noqa: E402
 

@@ -133,3 +133,10 @@ def test_tests_mirror_the_package():
     assert folders <= subpackages | {"system"}, folders - subpackages
     names = [p.name for p in tests.rglob("test_*.py")]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_lint_is_clean():
+    """ruff with the rules and width of pyproject.toml finds nothing in the package, tests, benchmarks, examples, tools."""
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
+                          cwd=PACKAGE.parent, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]

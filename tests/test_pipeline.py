@@ -58,7 +58,8 @@ def test_evaluate_cli_reports_missing_task_and_bad_split(tiny_checkpoint, tmp_pa
 def test_train_cli_bad_line_names_file_and_line(tiny_checkpoint, tmp_path, capsys):
     bad = tmp_path / "BQ.train.data"
     bad.write_text("我喜欢北京\t我很喜欢北京\t1\n只有两列\t0\n", encoding="utf-8")
-    args = ["train", "--checkpoint", str(tiny_checkpoint), "--pairs-file", str(bad), "--out", str(tmp_path / "o"), "--steps", "1", "--batch-size", "4", "--no-progress"]
+    args = ["train", "--checkpoint", str(tiny_checkpoint), "--pairs-file", str(bad), "--out", str(tmp_path / "o"),
+            "--steps", "1", "--batch-size", "4", "--no-progress"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{bad}:2:" in err

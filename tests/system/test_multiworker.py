@@ -32,7 +32,8 @@ STEPS = 3
 # at most 2.5e-7 relative (3 steps of distillation and stage 1, 2 resumed supervised steps).
 TOLERANCE = 1e-5
 
-# One worker: trains the stages of job["stages"] (supervised, distill, pretrain) for job["steps"] steps each, printing each step's losses as JSON; or, with "die_at", exits hard at that step.
+# One worker: trains the stages of job["stages"] (supervised, distill, pretrain) for job["steps"] steps each,
+# printing each step's losses as JSON; or, with "die_at", exits hard at that step.
 WORKER = """
 import json, os, sys
 import roformer_sim_ft
