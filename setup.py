@@ -1,8 +1,15 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# The one version string lives in roformer_sim_ft/__init__.py; read, not imported (importing needs TensorFlow).
+VERSION = re.search(r'^__version__ = "([^"]+)"$', Path(__file__).with_name("roformer_sim_ft").joinpath(
+    "__init__.py").read_text(encoding="utf-8"), re.M).group(1)
 
 setup(
     name="roformer-sim-ft",
-    version="0.1.0",
+    version=VERSION,
     description="RoFormer-Sim-FT (Su Jianlin, 2021) on bert4keras and today's TensorFlow: "
     "load, fine-tune, distill, export and evaluate RoFormer-Sim checkpoints.",
     long_description=open("README.md", encoding="utf-8").read(),

@@ -10,7 +10,6 @@ code so that their numbers sit in the same table.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -19,12 +18,14 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 from scipy import stats
 
 from .errors import RoformerSimError
+from .fs.digest import fingerprint_files  # noqa: F401  (part of this module's API)
+from .vectors import unit_rows
 from .settings import DEFAULT_TASKS as TASKS
 from .data.readers import find_data_files, read_senteval_scored
 
@@ -153,7 +154,7 @@ def cosine_scores(model: Encoder, pairs: Sequence[tuple[str, str]], batch_size: 
                                       show_progress_bar=show_progress_bar), np.float64)
     if vectors.ndim != 2 or len(vectors) != len(index):
         raise RoformerSimError(f"encode returned shape {vectors.shape} for {len(index)} texts")
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    vectors = unit_rows(vectors)
     left = vectors[[index[a] for a, _ in pairs]]
     right = vectors[[index[b] for _, b in pairs]]
     return (left * right).sum(axis=1)
@@ -230,26 +231,6 @@ def load_eval_tasks(data_dir: str | os.PathLike, split: str = "valid", tasks: Se
             out.files.append(path)
             out.reports.append(report)
     return out
-
-
-def fingerprint_files(paths: Iterable[str | os.PathLike]) -> str:
-    """Short sha256 over file names and contents (folders expanded, order-independent)."""
-    entries: list[tuple[str, Path]] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            entries += [(f.relative_to(p).as_posix(), f) for f in p.rglob("*") if f.is_file()]
-        elif p.is_file():
-            entries.append((p.name, p))
-        else:
-            raise RoformerSimError(f"cannot fingerprint {p}: no such file or folder")
-    digest = hashlib.sha256()
-    for name, path in sorted(entries):
-        digest.update(name.encode("utf-8") + b"\0")
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- reports

@@ -22,6 +22,7 @@ from .training import distribute, resume, states
 from .fs import folders as outputs
 from .errors import NoDataFiles, NothingToDo, RoformerSimError
 from .fs.atomic import write_text_atomic
+from .fs.digest import fingerprint_files
 from .model.sim_model import SimModel, make_tokenizer
 from .training.objectives import DistillObjective, Stage1Objective, SupervisedObjective
 from .settings import DistillSettings, Stage1Settings, StageSettings, SupervisedSettings, TrainConfig, parse_weights
@@ -92,7 +93,7 @@ def _train_stage(objective, stream, settings: StageSettings, train_config: Train
     )
     evaluator = _evaluator(eval_dir, eval_split, tasks, settings.skip_bad_lines, [r.path for r in reports],
                            allow_eval_overlap)
-    fingerprint = evaluation.fingerprint_files([r.path for r in reports])  # resume refuses other data of the same size
+    fingerprint = fingerprint_files([r.path for r in reports])  # resume refuses other data of the same size
     recorded = {**record, **settings.as_record(), "data_fingerprint": fingerprint,
                 "attention_dropout_used": _attention_dropout(settings, model_checkpoint)}
     return training.train(objective, stream, config, evaluator=evaluator, settings=recorded, inputs=inputs)
@@ -252,8 +253,8 @@ def evaluate(
     out = Evaluation(result, evaluation.run_probes(model, batch_size=batch_size) if probes else [])
     if json_out is not None:
         files = checkpoints.resolve(checkpoint)
-        ckpt_fp = evaluation.fingerprint_files([files.config, files.vocab, *Path(files.prefix).parent.glob(Path(files.prefix).name + ".*")])
-        data_fp = evaluation.fingerprint_files(loaded.files) if loaded else None
+        ckpt_fp = fingerprint_files([files.config, files.vocab, *Path(files.prefix).parent.glob(Path(files.prefix).name + ".*")])
+        data_fp = fingerprint_files(loaded.files) if loaded else None
         extra = {"checkpoint": str(checkpoint), "split": split}
         if out.probes:
             extra["probes"] = [row._asdict() for row in out.probes]
@@ -383,7 +384,7 @@ def checkpoint_fingerprint(checkpoint: str | os.PathLike) -> str:
     """Short hash of a checkpoint's config, vocab and weight index (the index holds every tensor's
     checksum): another model, or other weights, give another value, at the cost of reading small files."""
     files = checkpoints.resolve(checkpoint)
-    return evaluation.fingerprint_files([files.config, files.vocab, Path(str(files.prefix) + ".index")])
+    return fingerprint_files([files.config, files.vocab, Path(str(files.prefix) + ".index")])
 
 
 def _stage(config: TrainConfig, folder: Path, run) -> None:

@@ -3,8 +3,6 @@ import roformer_sim_ft.compat  # noqa: F401  (first: selects tf_keras)
 
 import json
 import math
-import re
-import shutil
 import zlib
 
 import numpy as np
@@ -14,7 +12,7 @@ from scipy import stats
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.evaluation import (
     LEXICAL_BASELINES, PROBES, TASKS, EvalResult, SimilarityEvaluator, TaskScore, char_jaccard,
-    char_tfidf_scores, evaluate_scores, fingerprint_files, format_probes, format_table, load_eval_tasks,
+    char_tfidf_scores, evaluate_scores, format_probes, format_table, load_eval_tasks,
     run_probes, spearman_x100, to_json,
 )
 from roformer_sim_ft.evaluation import _width
@@ -170,34 +168,6 @@ def test_to_json_carries_numbers_and_fingerprints():
                                            "PAWSX": {"spearman_x100": None, "rows": 2}},
                    "average": None, "missing": ["ATEC"], "checkpoint_fingerprint": "abc",
                    "data_fingerprint": "def", "split": "valid"}
-
-
-def test_fingerprint_files(tmp_path):
-    """A fingerprint names a set of files by names and bytes: the same files give the same
-    fingerprint wherever they lie and in any order; one changed byte or name changes it."""
-    a = tmp_path / "a"
-    a.mkdir()
-    (a / "x.txt").write_bytes(b"one")
-    (a / "y.txt").write_bytes(b"two")
-    fp = fingerprint_files([a / "x.txt", a / "y.txt"])
-    assert re.fullmatch(r"[0-9a-f]{16}", fp), fp
-    copy = tmp_path / "copy"
-    shutil.copytree(a, copy)
-    assert fingerprint_files([copy / "y.txt", copy / "x.txt"]) == fp
-    assert fingerprint_files([a]) == fingerprint_files([copy]) == fp
-    (copy / "y.txt").write_bytes(b"twp")  # one byte
-    assert fingerprint_files([copy]) != fp
-    (copy / "y.txt").write_bytes(b"two")
-    assert fingerprint_files([copy]) == fp
-    (copy / "x.txt").write_bytes(b"on")  # the same bytes in total, split differently
-    (copy / "y.txt").write_bytes(b"etwo")
-    assert fingerprint_files([copy]) != fp
-    (copy / "x.txt").write_bytes(b"one")
-    (copy / "y.txt").write_bytes(b"two")
-    (copy / "y.txt").rename(copy / "z.txt")  # same bytes, another name
-    assert fingerprint_files([copy]) != fp
-    with pytest.raises(RoformerSimError, match="no such file"):
-        fingerprint_files([tmp_path / "missing"])
 
 
 def test_probes():

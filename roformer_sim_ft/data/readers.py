@@ -15,7 +15,6 @@ Defaults follow the reference scripts ``train/supervised.py``,
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence, Union
 
 from ..errors import NoDataFiles, RoformerSimError
+from ..fs.digest import hash_file
 from ..settings import DEFAULT_SPLITS, DEFAULT_TASKS, MAXLEN  # noqa: F401  (part of this module's API)
 from .lines import MAX_REPORTED_ERRORS, FileReport  # noqa: F401  (FileReport is part of this module's API)
 from .lines import BadLine as _BadLine, LineReader as _LineReader
@@ -506,11 +506,7 @@ def load_distill_pairs(files: Iterable[PathLike] = (), *, labeled_dir: PathLike 
 def overlapping_files(first: Iterable[PathLike], second: Iterable[PathLike]) -> list[tuple[Path, Path]]:
     """Pairs (a, b) of ``first`` × ``second`` that are the same file: the same path or the same content."""
     def digest(path: Path) -> str:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        return hash_file(path).hexdigest()
 
     a_files = [Path(p) for p in first]
     b_files = [Path(p) for p in second]

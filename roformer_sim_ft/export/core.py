@@ -53,6 +53,7 @@ from ..errors import RoformerSimError
 from ..fs.atomic import os_error
 from ..model.forward import rotary_frequencies
 from ..model.sim_model import SimModel, pad
+from ..vectors import unit_rows
 
 FORMATS = ("ckpt", "h5", "savedmodel", "hf", "keras")
 # Largest allowed difference of L2-normalised vectors on VERIFY_TEXTS, per format.
@@ -134,9 +135,9 @@ def export_model(model: SimModel, out: str | os.PathLike, format: str = "ckpt", 
     return Exported(out, format, diff, checked)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+def _unit(x) -> np.ndarray:
+    """``x`` as float32 rows of length 1 (what every exported format is compared on)."""
+    return unit_rows(np.asarray(x, np.float32))
 
 
 def _check_target(out: Path, format: str, overwrite: bool) -> None:

@@ -1,1 +1,1 @@
-"""Files and folders: atomic writes (atomic) and the output folders our runs own (folders)."""
+"""Files and folders: atomic writes (atomic), the output folders our runs own (folders) and content digests (digest)."""

@@ -33,6 +33,7 @@ import numpy as np
 from ..checkpoints import REQUIRED_CONFIG_KEYS, VOCAB_NAME, read_config, read_vocab, resolve
 from ..errors import RoformerSimError
 from ..settings import MAXLEN
+from ..vectors import unit_rows
 from .tensor_bundle import BundleReader
 from .wordpiece import WordPieceTokenizer
 
@@ -323,7 +324,7 @@ class SimEncoder:
             inputs = {"token_ids": batch, "segment_ids": np.zeros_like(batch)}
             out[index] = ops.convert_to_numpy(self.encoder.predict_on_batch(inputs))
         if normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+            out = unit_rows(out)
         return out[0] if single else out
 
     def similarity(self, a: str | Sequence[str], b: str | Sequence[str]) -> float | np.ndarray:

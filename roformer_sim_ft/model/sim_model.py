@@ -26,6 +26,7 @@ from .. import checkpoints
 from ..errors import RoformerSimError
 from .forward import FastRoFormer
 from ..settings import ENCODE_PRECISIONS, GENERATE_MAX_LEN, GENERATE_TOP_P, MAXLEN
+from ..vectors import unit_rows
 
 # bert_config.json keys that bert4keras does not take as constructor arguments.
 _BUILD_KEYS = (
@@ -262,7 +263,7 @@ class SimModel:
             index = order[start : start + batch_size]
             out[index] = call(sequence_padding([ids[i] for i in index]))
         if normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+            out = unit_rows(out)
         return out[0] if single else out
 
     def similarity(self, a: str | Sequence[str], b: str | Sequence[str]) -> float | np.ndarray:

@@ -36,7 +36,7 @@ from .replicas import global_rows, replica_mean  # noqa: E402
 from ..settings import DEFAULT_FEATURES  # noqa: E402
 
 FEATURES = ("u", "v", "|u-v|", "u*v")
-_NEG_INF = 1e12  # the reference subtracts 1e12 from masked logits
+_MASK_OFFSET = 1e12  # positive: subtracted from masked logits (as the reference does) to push them out of the softmax
 
 
 # --------------------------------------------------------------------------- features
@@ -117,7 +117,7 @@ class MaskedClassifierLoss:
         logits = _fp32(logits)
         binary = tf.cast(y < 2, tf.float32)[:, None]
         nli_mask = tf.constant([[0.0, 0.0, 1.0, 1.0, 1.0]])
-        masked = logits - (binary * nli_mask + (1.0 - binary) * (1.0 - nli_mask)) * _NEG_INF
+        masked = logits - (binary * nli_mask + (1.0 - binary) * (1.0 - nli_mask)) * _MASK_OFFSET
         loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=masked)
         return replica_mean(tf.reduce_sum(loss), tf.size(loss))
 
@@ -285,6 +285,6 @@ class SimilarityCrossEntropyLoss:
         everything, offset = global_rows(x)
         rows = offset + tf.range(tf.shape(x)[0])
         sims = tf.matmul(x, everything, transpose_b=True)
-        sims = (sims - tf.one_hot(rows, tf.shape(everything)[0]) * _NEG_INF) * self.scale
+        sims = (sims - tf.one_hot(rows, tf.shape(everything)[0]) * _MASK_OFFSET) * self.scale
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=partner_rows(rows), logits=sims)
         return replica_mean(tf.reduce_sum(ce), tf.size(ce))

@@ -1,10 +1,12 @@
 """The wheel a user installs: built with ``python -m build``, it holds the package and its
 sample data; installed into a fresh venv, its ``roformer-sim-ft`` command runs ``init`` and
 ``similarity``. The venv sees this environment's packages through a .pth file (TensorFlow is not
-installed again) and gets the wheel with ``--no-deps``, so what is tested is the wheel itself."""
+installed again) and gets the wheel with ``--no-deps``, so what is tested is the wheel itself. Its version is
+the one ``roformer_sim_ft/__init__.py`` states."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +33,8 @@ def test_wheel_holds_the_sample_data_and_its_command_runs(tmp_path):
                  cwd=tmp_path)
     assert "is absent from the `packages` configuration" not in built.stdout + built.stderr
     (wheel,) = (tmp_path / "dist").glob("roformer_sim_ft-*.whl")
+    version = re.search(r'^__version__ = "([^"]+)"$', (PACKAGE / "__init__.py").read_text(encoding="utf-8"), re.M)[1]
+    assert wheel.name.startswith(f"roformer_sim_ft-{version}-"), wheel.name  # setup.py reads the package's version
     names = set(zipfile.ZipFile(wheel).namelist())
     samples = {p.relative_to(REPO).as_posix() for p in (PACKAGE / "data" / "sample_data").rglob("*") if p.is_file()}
     assert len(samples) > 10 and samples <= names, samples - names
