@@ -18,7 +18,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -186,10 +186,8 @@ def read_vocab(path: str | os.PathLike, vocab_size: int | None = None) -> list[s
         if token in seen:
             raise RoformerSimError(f"{path}:{n}: duplicate token {token!r} (also on line {seen[token]})")
         seen[token] = n
-    if vocab_size is not None and len(tokens) != vocab_size:
-        raise RoformerSimError(
-            f"{path}: vocab has {len(tokens)} tokens but config vocab_size is {vocab_size}"
-        )
+    if vocab_size is not None:
+        check_vocab_size(tokens, vocab_size, path)
     for token, index in SPECIAL_TOKENS.items():
         if token == "[PAD]":
             continue
@@ -198,43 +196,83 @@ def read_vocab(path: str | os.PathLike, vocab_size: int | None = None) -> list[s
     return tokens
 
 
-def expected_variables(config: Mapping) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of every variable of a released RoFormer-Sim checkpoint (Google BERT names, no position embeddings)."""
+class Block(NamedTuple):
+    """A block of the released layout: ``role`` (and ``layer``, the encoder layer or None) names it for the other
+    layouts (transformers, Keras 3); ``kind`` 'dense' holds ``prefix/kernel`` (``shape`` [in, out]) and
+    ``prefix/bias``, 'norm' ``prefix/gamma`` and ``prefix/beta``, 'leaf' ``prefix`` itself."""
+    role: str
+    layer: int | None
+    prefix: str
+    kind: str
+    shape: tuple[int, ...]
+
+
+LAYER_BLOCKS = (  # an encoder layer's: role, name below bert/encoder/layer_N/, kind, shape of (hidden, inner)
+    *((part, f"attention/self/{part}", "dense", lambda h, i: (h, h)) for part in ("query", "key", "value")),
+    ("attention_output", "attention/output/dense", "dense", lambda h, i: (h, h)),
+    ("attention_norm", "attention/output/LayerNorm", "norm", lambda h, i: (h,)),
+    ("ffn_inner", "intermediate/dense", "dense", lambda h, i: (h, i)),
+    ("ffn_output", "output/dense", "dense", lambda h, i: (i, h)),
+    ("ffn_norm", "output/LayerNorm", "norm", lambda h, i: (h,)),
+)
+
+
+def layout(config: Mapping) -> list[Block]:
+    """The released checkpoint's blocks in order (Google BERT names, no position embeddings): the one
+    table that :func:`expected_variables`, the transformers export and the Keras 3 model read."""
     h, i, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
     t = config.get("type_vocab_size", 2)
-    shapes: dict[str, tuple[int, ...]] = {
-        "bert/embeddings/word_embeddings": (v, h),
-        "bert/embeddings/token_type_embeddings": (t, h),
-        "bert/embeddings/LayerNorm/gamma": (h,),
-        "bert/embeddings/LayerNorm/beta": (h,),
-    }
+    blocks = [Block("word_embeddings", None, "bert/embeddings/word_embeddings", "leaf", (v, h)),
+              Block("segment_embeddings", None, "bert/embeddings/token_type_embeddings", "leaf", (t, h)),
+              Block("embedding_norm", None, "bert/embeddings/LayerNorm", "norm", (h,))]
     for n in range(config["num_hidden_layers"]):
-        p = f"bert/encoder/layer_{n}/"
-        for part in ("query", "key", "value"):
-            shapes[p + f"attention/self/{part}/kernel"] = (h, h)
-            shapes[p + f"attention/self/{part}/bias"] = (h,)
-        shapes[p + "attention/output/dense/kernel"] = (h, h)
-        shapes[p + "attention/output/dense/bias"] = (h,)
-        shapes[p + "attention/output/LayerNorm/gamma"] = (h,)
-        shapes[p + "attention/output/LayerNorm/beta"] = (h,)
-        shapes[p + "intermediate/dense/kernel"] = (h, i)
-        shapes[p + "intermediate/dense/bias"] = (i,)
-        shapes[p + "output/dense/kernel"] = (i, h)
-        shapes[p + "output/dense/bias"] = (h,)
-        shapes[p + "output/LayerNorm/gamma"] = (h,)
-        shapes[p + "output/LayerNorm/beta"] = (h,)
-    shapes.update(
-        {
-            "bert/pooler/dense/kernel": (h, h),
-            "bert/pooler/dense/bias": (h,),
-            "cls/predictions/transform/dense/kernel": (h, h),
-            "cls/predictions/transform/dense/bias": (h,),
-            "cls/predictions/transform/LayerNorm/gamma": (h,),
-            "cls/predictions/transform/LayerNorm/beta": (h,),
-            "cls/predictions/output_bias": (v,),
-        }
-    )
-    return shapes
+        blocks += [Block(role, n, f"bert/encoder/layer_{n}/{name}", kind, shape(h, i))
+                   for role, name, kind, shape in LAYER_BLOCKS]
+    return blocks + [Block("pooler", None, "bert/pooler/dense", "dense", (h, h)),
+                     Block("mlm_transform", None, "cls/predictions/transform/dense", "dense", (h, h)),
+                     Block("mlm_norm", None, "cls/predictions/transform/LayerNorm", "norm", (h,)),
+                     Block("mlm_bias", None, "cls/predictions/output_bias", "leaf", (v,))]
+
+
+def block_variables(block: Block) -> list[tuple[str, tuple[int, ...]]]:
+    """(released name, shape) of each variable of ``block``, in ``get_weights()`` order (kernel, bias; gamma, beta)."""
+    if block.kind == "dense":
+        return [(block.prefix + "/kernel", block.shape), (block.prefix + "/bias", block.shape[-1:])]
+    if block.kind == "norm":
+        return [(block.prefix + "/gamma", block.shape), (block.prefix + "/beta", block.shape)]
+    return [(block.prefix, block.shape)]
+
+
+def expected_variables(config: Mapping) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of every variable of a released RoFormer-Sim checkpoint (Google BERT names, no position embeddings)."""
+    return {name: shape for block in layout(config) for name, shape in block_variables(block)}
+
+
+def check_vocab_size(vocab: Sequence[str], vocab_size: int, where: object = None) -> None:
+    """(The layout's messages are each written once, here.) Stop when ``vocab`` does not have the config's ``vocab_size`` tokens (``where``: the file, if any)."""
+    if len(vocab) != vocab_size:
+        raise RoformerSimError(f"{where}: " * (where is not None) + f"vocab has {len(vocab)} tokens but config vocab_size is {vocab_size}")
+
+
+def check_stored(prefix: object, names: Sequence[str], stored: Mapping) -> None:
+    """Stop when the checkpoint at ``prefix`` (its variables ``stored``) lacks some of ``names``."""
+    missing = [name for name in names if name not in stored]
+    if missing:  # the first eight named
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise RoformerSimError(f"{prefix}: checkpoint lacks {len(missing)} required variables: {shown}")
+
+
+def required_weight(weights: Mapping[str, np.ndarray], name: str):
+    """``weights[name]``, or stop naming the variable the weights lack."""
+    if name not in weights:
+        raise RoformerSimError(f"weights lack variable {name}")
+    return weights[name]
+
+
+def check_shape(name: str, shape: tuple, needed: tuple, where: object = None, needer: str = "the config") -> None:
+    """Stop when variable ``name`` has ``shape`` instead of the ``needed`` one."""
+    if tuple(shape) != tuple(needed):
+        raise RoformerSimError(f"{where}: " * (where is not None) + f"variable {name} has shape {tuple(shape)} but {needer} needs {tuple(needed)}")
 
 
 def _tensorflow():
@@ -279,15 +317,10 @@ def read_weights(prefix: str | os.PathLike, config: Mapping, init_missing_heads:
     if init_missing_heads:
         absent = [n for n in expected if n.startswith(HEAD_PREFIXES) and n not in stored]
         fresh = init_weights(config, names=absent) if absent else {}
-    missing = [name for name in expected if name not in stored and name not in fresh]
-    if missing:
-        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        raise RoformerSimError(f"{prefix}: checkpoint lacks {len(missing)} required variables: {shown}")
+    check_stored(prefix, [name for name in expected if name not in fresh], stored)
     for name, shape in expected.items():
-        if name not in fresh and tuple(stored[name]) != shape:
-            raise RoformerSimError(
-                f"{prefix}: variable {name} has shape {tuple(stored[name])} but the config needs {shape}"
-            )
+        if name not in fresh:
+            check_shape(name, stored[name], shape, prefix)
     try:
         return {name: fresh[name] if name in fresh else reader.get_tensor(name) for name in expected}
     except (tf.errors.OpError, IndexError, ValueError, OSError) as e:
@@ -295,8 +328,6 @@ def read_weights(prefix: str | os.PathLike, config: Mapping, init_missing_heads:
             f"{prefix}: checkpoint data unreadable ({error_text(e)}): the .index and .data files are damaged "
             "or do not belong together"
         ) from None
-
-
 
 
 def init_weights(config: Mapping, seed: int = 0, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -369,17 +400,9 @@ def write_checkpoint(
     """
     out_dir = Path(out_dir)
     expected = expected_variables(config)
-    if len(vocab) != config["vocab_size"]:
-        raise RoformerSimError(
-            f"vocab has {len(vocab)} tokens but config vocab_size is {config['vocab_size']}"
-        )
+    check_vocab_size(vocab, config["vocab_size"])
     for name, shape in expected.items():
-        if name not in weights:
-            raise RoformerSimError(f"weights lack variable {name}")
-        if tuple(np.shape(weights[name])) != shape:
-            raise RoformerSimError(
-                f"variable {name} has shape {tuple(np.shape(weights[name]))} but the config needs {shape}"
-            )
+        check_shape(name, np.shape(required_weight(weights, name)), shape)
         if not np.isfinite(weights[name]).all():
             raise RoformerSimError(f"{out_dir}: variable {name} holds NaN or infinite values; not writing them")
     outputs.recover(out_dir)

@@ -52,8 +52,7 @@ def _run_init(args: argparse.Namespace) -> None:
         config = checkpoints.read_config(args.config)
     else:
         config = checkpoints.preset_config(args.config, len(vocab))
-    if len(vocab) != config["vocab_size"]:
-        raise RoformerSimError(f"{args.vocab}: vocab has {len(vocab)} tokens but config vocab_size is {config['vocab_size']}")
+    checkpoints.check_vocab_size(vocab, config["vocab_size"], args.vocab)
     checkpoints.write_checkpoint(args.out, config, vocab, checkpoints.init_weights(config, args.seed),
                                  overwrite=args.overwrite)
     print(f"wrote {args.out}")

@@ -218,40 +218,44 @@ def hf_config(config: Mapping) -> dict:
     }
 
 
+# Released-layout role (checkpoints.layout) -> transformers name: a leaf's whole name, else the prefix of
+# .weight/.bias ({n}: the encoder layer). The pooler goes into its own state dict.
+_HF_LAYER = "roformer.encoder.layer.{n}."
+HF_NAMES = {
+    "word_embeddings": "roformer.embeddings.word_embeddings.weight",
+    "segment_embeddings": "roformer.embeddings.token_type_embeddings.weight",
+    "embedding_norm": "roformer.embeddings.LayerNorm",
+    **{part: _HF_LAYER + f"attention.self.{part}" for part in ("query", "key", "value")},
+    "attention_output": _HF_LAYER + "attention.output.dense",
+    "attention_norm": _HF_LAYER + "attention.output.LayerNorm",
+    "ffn_inner": _HF_LAYER + "intermediate.dense",
+    "ffn_output": _HF_LAYER + "output.dense",
+    "ffn_norm": _HF_LAYER + "output.LayerNorm",
+    "pooler": "",
+    "mlm_transform": "cls.predictions.transform.dense",
+    "mlm_norm": "cls.predictions.transform.LayerNorm",
+    "mlm_bias": "cls.predictions.bias",
+}
+
+
 def hf_weights(weights: Mapping[str, np.ndarray], config: Mapping) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(RoFormerForMaskedLM state dict, pooler state dict) from released-layout weights.
 
     Kernels are transposed to torch's [out, in]; gamma/beta become weight/bias.
     """
-    def leaf(tf_name: str) -> np.ndarray:
-        value = np.asarray(weights[tf_name], np.float32)
-        return np.ascontiguousarray(value.T) if tf_name.endswith("/kernel") else value
-
-    def block(hf_prefix: str, tf_prefix: str, norm: bool = False) -> dict[str, np.ndarray]:
-        a, b = ("gamma", "beta") if norm else ("kernel", "bias")
-        return {f"{hf_prefix}.weight": leaf(f"{tf_prefix}/{a}"), f"{hf_prefix}.bias": leaf(f"{tf_prefix}/{b}")}
-
-    state = {
-        "roformer.embeddings.word_embeddings.weight": leaf("bert/embeddings/word_embeddings"),
-        "roformer.embeddings.token_type_embeddings.weight": leaf("bert/embeddings/token_type_embeddings"),
-        **block("roformer.embeddings.LayerNorm", "bert/embeddings/LayerNorm", norm=True),
-    }
-    for n in range(config["num_hidden_layers"]):
-        h, t = f"roformer.encoder.layer.{n}.", f"bert/encoder/layer_{n}/"
-        for part in ("query", "key", "value"):
-            state.update(block(h + f"attention.self.{part}", t + f"attention/self/{part}"))
-        state.update(block(h + "attention.output.dense", t + "attention/output/dense"))
-        state.update(block(h + "attention.output.LayerNorm", t + "attention/output/LayerNorm", norm=True))
-        state.update(block(h + "intermediate.dense", t + "intermediate/dense"))
-        state.update(block(h + "output.dense", t + "output/dense"))
-        state.update(block(h + "output.LayerNorm", t + "output/LayerNorm", norm=True))
-    state.update(block("cls.predictions.transform.dense", "cls/predictions/transform/dense"))
-    state.update(block("cls.predictions.transform.LayerNorm", "cls/predictions/transform/LayerNorm", norm=True))
-    state["cls.predictions.bias"] = leaf("cls/predictions/output_bias")
+    state, pooler = {}, {}
+    for block in checkpoints.layout(config):
+        hf = HF_NAMES[block.role].format(n=block.layer)
+        for (tf_name, _), part in zip(checkpoints.block_variables(block), ("weight", "bias")):
+            value = np.asarray(weights[tf_name], np.float32)
+            value = np.ascontiguousarray(value.T) if block.kind == "dense" and part == "weight" else value
+            if block.role == "pooler":
+                pooler[part] = value
+            else:
+                state[hf if block.kind == "leaf" else f"{hf}.{part}"] = value
     state["roformer.encoder.embed_positions.weight"] = hf_rotary_table(
         config.get("max_position_embeddings", 512), config["hidden_size"] // config["num_attention_heads"]
     )
-    pooler = {"weight": leaf("bert/pooler/dense/kernel"), "bias": leaf("bert/pooler/dense/bias")}
     return state, pooler
 
 

@@ -30,7 +30,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..checkpoints import REQUIRED_CONFIG_KEYS, VOCAB_NAME, read_config, read_vocab, resolve
+from ..checkpoints import (REQUIRED_CONFIG_KEYS, VOCAB_NAME, block_variables, check_shape, check_stored, layout,
+                           read_config, read_vocab, required_weight, resolve)
 from ..errors import RoformerSimError
 from ..settings import MAXLEN
 from ..vectors import unit_rows
@@ -185,28 +186,19 @@ def encoder_model(model: keras.Model) -> keras.Model:
 
 
 # ---------------------------------------------------------------- weights
+# Released-layout role (checkpoints.layout) -> Keras layer name where the two differ; an encoder
+# layer's are named layer_{index}_{role}.
+KERAS_LAYERS = {"word_embeddings": "token_embedding", "segment_embeddings": "segment_embedding"}
+
+
 def weight_names(config: Mapping) -> dict[str, tuple[str, int]]:
     """Released-layout variable name → (Keras layer name, index in ``layer.get_weights()``)."""
-    dense = lambda layer, prefix: {f"{prefix}/kernel": (layer, 0), f"{prefix}/bias": (layer, 1)}  # noqa: E731
-    norm = lambda layer, prefix: {f"{prefix}/gamma": (layer, 0), f"{prefix}/beta": (layer, 1)}  # noqa: E731
-    names = {
-        "bert/embeddings/word_embeddings": ("token_embedding", 0),
-        "bert/embeddings/token_type_embeddings": ("segment_embedding", 0),
-        **norm("embedding_norm", "bert/embeddings/LayerNorm"),
-    }
-    for i in range(config["num_hidden_layers"]):
-        t, k = f"bert/encoder/layer_{i}/", f"layer_{i}_"
-        for part in ("query", "key", "value"):
-            names.update(dense(k + part, t + f"attention/self/{part}"))
-        names.update(dense(k + "attention_output", t + "attention/output/dense"))
-        names.update(norm(k + "attention_norm", t + "attention/output/LayerNorm"))
-        names.update(dense(k + "ffn_inner", t + "intermediate/dense"))
-        names.update(dense(k + "ffn_output", t + "output/dense"))
-        names.update(norm(k + "ffn_norm", t + "output/LayerNorm"))
-    names.update(dense("pooler", "bert/pooler/dense"))
-    names.update(dense("mlm_transform", "cls/predictions/transform/dense"))
-    names.update(norm("mlm_norm", "cls/predictions/transform/LayerNorm"))
-    names["cls/predictions/output_bias"] = ("mlm_bias", 0)
+    names = {}
+    for block in layout(config):
+        layer = KERAS_LAYERS.get(block.role, block.role)
+        layer = layer if block.layer is None else f"layer_{block.layer}_{layer}"
+        for index, (name, _) in enumerate(block_variables(block)):
+            names[name] = (layer, index)
     return names
 
 
@@ -214,9 +206,7 @@ def set_released_weights(model: keras.Model, weights: Mapping[str, np.ndarray], 
     """Assign released-layout weights (by variable name) to a :func:`build_model` model; all are required."""
     by_layer: dict[str, dict[int, np.ndarray]] = {}
     for name, (layer, index) in weight_names(config).items():
-        if name not in weights:
-            raise RoformerSimError(f"weights lack variable {name}")
-        by_layer.setdefault(layer, {})[index] = np.asarray(weights[name], np.float32)
+        by_layer.setdefault(layer, {})[index] = np.asarray(required_weight(weights, name), np.float32)
     for layer_name, values in by_layer.items():
         layer = model.get_layer(layer_name)
         current = layer.get_weights()
@@ -226,7 +216,7 @@ def set_released_weights(model: keras.Model, weights: Mapping[str, np.ndarray], 
         for i, (old, value) in enumerate(zip(current, new)):
             if old.shape != value.shape:
                 name = next(n for n, where in weight_names(config).items() if where == (layer_name, i))
-                raise RoformerSimError(f"variable {name} has shape {value.shape} but the model needs {old.shape}")
+                check_shape(name, value.shape, old.shape, needer="the model")
         layer.set_weights(new)
 
 
@@ -252,10 +242,7 @@ def load_checkpoint(path: str | os.PathLike, verify: bool = True) -> tuple[keras
     vocab = read_vocab(files.vocab, config["vocab_size"])
     reader = BundleReader(prefix)
     stored = reader.shapes()
-    missing = [name for name in weight_names(config) if name not in stored]
-    if missing:
-        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        raise RoformerSimError(f"{prefix}: checkpoint lacks {len(missing)} required variables: {shown}")
+    check_stored(prefix, list(weight_names(config)), stored)
     model = build_model(config)
     set_released_weights(model, {name: reader.read(name, verify) for name in weight_names(config)}, config)
     return model, config, vocab

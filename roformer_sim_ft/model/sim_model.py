@@ -88,10 +88,7 @@ class SimModel:
     ) -> None:
         self.config = dict(config)
         self.vocab = list(vocab)
-        if len(self.vocab) != self.config["vocab_size"]:
-            raise RoformerSimError(
-                f"vocab has {len(self.vocab)} tokens but config vocab_size is {self.config['vocab_size']}"
-            )
+        checkpoints.check_vocab_size(self.vocab, self.config["vocab_size"])
         self.maxlen = maxlen
         self.tokenizer = make_tokenizer(self.vocab)
         build_args = {k: self.config[k] for k in _BUILD_KEYS if k in self.config}
