@@ -249,7 +249,7 @@ def expected_variables(config: Mapping) -> dict[str, tuple[int, ...]]:
 
 
 def check_vocab_size(vocab: Sequence[str], vocab_size: int, where: object = None) -> None:
-    """(The layout's messages are each written once, here.) Stop when ``vocab`` does not have the config's ``vocab_size`` tokens (``where``: the file, if any)."""
+    """Stop when ``vocab`` lacks the config's ``vocab_size`` tokens (``where``: the file, if any); the message's one home."""
     if len(vocab) != vocab_size:
         raise RoformerSimError(f"{where}: " * (where is not None) + f"vocab has {len(vocab)} tokens but config vocab_size is {vocab_size}")
 

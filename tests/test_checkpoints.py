@@ -30,7 +30,7 @@ def test_written_variables_match_reference_for_real_l6_config(shared_data, real_
 
     stored = dict(tf.train.list_variables(str(out / "bert_model.ckpt")))
     # The released checkpoints' variable list, written out independently of expected_variables().
-    H, I, V = 384, 1536, 12000
+    H, FFN, V = 384, 1536, 12000
     reference = {
         "bert/embeddings/word_embeddings": [V, H],
         "bert/embeddings/token_type_embeddings": [2, H],
@@ -44,11 +44,11 @@ def test_written_variables_match_reference_for_real_l6_config(shared_data, real_
         for var in REFERENCE_LAYER_VARS:
             leaf = var.rsplit("/", 1)[1]
             if var.startswith("intermediate") and leaf == "kernel":
-                shape = [H, I]
+                shape = [H, FFN]
             elif var.startswith("intermediate"):
-                shape = [I]
+                shape = [FFN]
             elif var.startswith("output/dense") and leaf == "kernel":
-                shape = [I, H]
+                shape = [FFN, H]
             elif leaf == "kernel":
                 shape = [H, H]
             else:
@@ -125,7 +125,8 @@ def test_shape_mismatch_names_variable_and_both_shapes(tiny_checkpoint, tmp_path
     config = json.loads((ck / "bert_config.json").read_text())
     config["intermediate_size"] = 48
     (ck / "bert_config.json").write_text(json.dumps(config))
-    with pytest.raises(RoformerSimError, match=r"variable bert/encoder/layer_0/intermediate/dense/kernel has shape \(32, 64\) but the config needs \(32, 48\)"):
+    with pytest.raises(RoformerSimError,
+                       match=r"variable bert/encoder/layer_0/intermediate/dense/kernel has shape \(32, 64\) but the config needs \(32, 48\)"):
         checkpoints.load_checkpoint(ck)
 
 

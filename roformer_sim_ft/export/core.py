@@ -379,4 +379,5 @@ def _verify_keras(model: SimModel, folder: Path, token_ids: np.ndarray) -> tuple
         raise RoformerSimError(f"{folder}: keras export failed verification: MLM logits differ by {diff:.3g} > {KERAS_LOGITS_TOLERANCE:g}")
     pooled = loaded({"token_ids": token_ids, "segment_ids": np.zeros_like(token_ids)})["pooled"]
     backend = keras3.keras.backend.backend()
-    return _unit(keras3.ops.convert_to_numpy(pooled)), f"keras.saving.load_model ({backend} backend): weights bit-identical, MLM logits within {KERAS_LOGITS_TOLERANCE:g}"
+    checked = f"keras.saving.load_model ({backend} backend): weights bit-identical, MLM logits within {KERAS_LOGITS_TOLERANCE:g}"
+    return _unit(keras3.ops.convert_to_numpy(pooled)), checked
