@@ -60,7 +60,7 @@ import tensorflow as tf  # noqa: E402
 from roformer_sim_ft import checkpoints, evaluation, pipeline, training  # noqa: E402
 from roformer_sim_ft.data import readers as data  # noqa: E402
 from roformer_sim_ft.model import SimModel  # noqa: E402
-from run_log import Clock, eval_model, log  # noqa: E402
+from run_log import Clock, eval_model, log, shared_data_default  # noqa: E402
 
 # name -> (objective, features); the order is the report's
 SUPERVISED_RUNS = {
@@ -72,15 +72,6 @@ SUPERVISED_RUNS = {
     "f-concat-uv": ("concat", "u,v"),
 }
 TASKS = evaluation.TASKS
-
-
-def shared_data_default() -> str | None:
-    """The data root named by ``$ROFORMER_SIM_FT_SHARED`` (the shared folder or its ``data/``), as
-    tests/conftest.py reads it; None when the variable is unset (then ``--data`` is required)."""
-    env = os.environ.get("ROFORMER_SIM_FT_SHARED")
-    if not env:
-        return None
-    return str(Path(env) / "data" if (Path(env) / "data").is_dir() else Path(env))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

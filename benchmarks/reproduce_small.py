@@ -53,7 +53,7 @@ from roformer_sim_ft import compat  # noqa: E402,F401  (selects tf_keras before 
 from roformer_sim_ft import checkpoints, evaluation, pipeline, training  # noqa: E402
 from roformer_sim_ft.training import states  # noqa: E402
 from roformer_sim_ft.model import SimModel  # noqa: E402
-from run_log import Clock, eval_model, log  # noqa: E402
+from run_log import Clock, eval_model, log, shared_data_default  # noqa: E402
 
 TASKS = evaluation.TASKS
 TRAIN_SPLITS = ("train",)
@@ -67,15 +67,6 @@ STAGES = (
 # Arguments a continued run must share with the run it continues (else it is another experiment).
 FIXED_ARGS = ("shape", "vocab", "init_seed", "seed", "maxlen", "dropout", "attention_dropout", "adam_epsilon",
               "curve_rows", "s1_batch", "s1_lr", "sup_batch", "sup_lr", "dist_batch", "dist_lr")
-
-
-def shared_data_default() -> str | None:
-    """The data root named by ``$ROFORMER_SIM_FT_SHARED`` (the shared folder or its ``data/``), as
-    tests/conftest.py reads it; None when the variable is unset (then ``--data`` is required)."""
-    env = os.environ.get("ROFORMER_SIM_FT_SHARED")
-    if not env:
-        return None
-    return str(Path(env) / "data" if (Path(env) / "data").is_dir() else Path(env))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

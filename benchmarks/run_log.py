@@ -2,6 +2,7 @@
 (compare_objectives.py, reproduce_small.py)."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -28,3 +29,12 @@ def eval_model(evaluator, path: Path, name: str) -> dict:
     result = evaluator(SimModel.load(path), name=name)
     log(f"eval {name}: avg {result.average:.2f} ({clock.read()['wall_s']} s)")
     return {"eval": result.as_dict(), "eval_time": clock.read()}
+
+
+def shared_data_default() -> str | None:
+    """The data root named by ``$ROFORMER_SIM_FT_SHARED`` (the shared folder or its ``data/``), as
+    tests/conftest.py reads it; None when the variable is unset (then ``--data`` is required)."""
+    env = os.environ.get("ROFORMER_SIM_FT_SHARED")
+    if not env:
+        return None
+    return str(Path(env) / "data" if (Path(env) / "data").is_dir() else Path(env))

@@ -3,7 +3,7 @@
 ``roformer_sim_ft.export.export`` is the public entry point."""
 from __future__ import annotations
 
-import importlib
+from .. import _lazy_exports
 
 _EXPORTS = {
     "Exported": "core", "FORMATS": "core", "H5_NAME": "core", "HF_POOLER": "core", "HF_WEIGHTS": "core",
@@ -13,11 +13,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    """The public names, imported on first use (importing the package stays cheap and circle-free)."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_exports(__name__, _EXPORTS)

@@ -4,7 +4,7 @@ Importing this package loads nothing heavy: Keras 3 is imported with the first p
 (``roformer_sim_ft.keras3.SimEncoder``), and ``roformer_sim_ft.keras3.wordpiece`` needs nothing at all."""
 from __future__ import annotations
 
-import importlib
+from .. import _lazy_exports
 
 _EXPORTS = {
     "ARCHIVE_NAME": "model", "LAYER_NORM_EPSILON": "model", "MLM_NORM_EPSILON": "model",
@@ -14,11 +14,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    """The public names, imported on first use (importing the package stays cheap and circle-free)."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_exports(__name__, _EXPORTS)

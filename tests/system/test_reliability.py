@@ -17,7 +17,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from roformer_sim_ft.data import batches, readers
@@ -29,6 +28,7 @@ from roformer_sim_ft.cli import main
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.model import SimModel
 from roformer_sim_ft.training.objectives import SupervisedObjective
+from reliability_helpers import one_line_error, same_weights, weights_of
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = "bert_model.ckpt.data-00000-of-00001"
@@ -49,29 +49,14 @@ def _train(ckpt, few, tokenizer, out, steps, seed=11, on_step=None, settings=Non
                           settings=settings or {"stage": "supervised", "objective": "concat"})
 
 
-def _one_line_error(capsys, args) -> str:
-    assert main(args) == 2
-    captured = capsys.readouterr()
-    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err, captured.err
-    return captured.err
-
-
-def _weights(path):
-    return checkpoints.load_checkpoint(path)[2]
-
-
-def _same(a, b) -> bool:
-    return set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
-
-
 # ------------------------------------------------------------ 1, 2: reused and shared --out
 def test_new_run_into_used_out_stops_and_overwrite_starts_again(tiny_checkpoint, tiny_model, few, tmp_path, capsys):
     out = tmp_path / "run"
     _train(tiny_checkpoint, few, tiny_model.tokenizer, out, steps=4, seed=1)
-    first = _weights(out)
+    first = weights_of(out)
     with pytest.raises(RoformerSimError, match=r"holds a run at step 4: use --resume to continue it or --overwrite"):
         _train(tiny_checkpoint, few, tiny_model.tokenizer, out, steps=2, seed=2)
-    assert [p.name for p in states.list_states(out)] == ["step-2", "step-4"] and _same(_weights(out), first)
+    assert [p.name for p in states.list_states(out)] == ["step-2", "step-4"] and same_weights(weights_of(out), first)
 
     _train(tiny_checkpoint, few, tiny_model.tokenizer, out, steps=2, seed=2, overwrite=True)
     assert "cleared the earlier run" in capsys.readouterr().err
@@ -79,7 +64,7 @@ def test_new_run_into_used_out_stops_and_overwrite_starts_again(tiny_checkpoint,
     assert [p.name for p in states.list_states(out)] == ["step-2"]
     assert states.read_record(out / "training_state/step-2")["seed"] == 2
     assert json.loads((out / "run.json").read_text())["config"]["seed"] == 2
-    assert not _same(_weights(out), first)
+    assert not same_weights(weights_of(out), first)
 
 
 def test_second_training_into_a_locked_out_is_refused(tiny_checkpoint, tiny_model, few, tmp_path, capsys):
@@ -106,7 +91,7 @@ def test_checkpoint_writes_refuse_foreign_folders(tiny_checkpoint, tiny_config, 
     (user / "vocab.txt").write_text("my own vocab\n")
     (user / "bert_config.json").write_text("{}")
     before = {p.name: p.read_bytes() for p in user.iterdir()}
-    err = _one_line_error(capsys, ["init", "--config", "tiny", "--out", str(user)])
+    err = one_line_error(capsys, ["init", "--config", "tiny", "--out", str(user)])
     assert "not an earlier output" in err
     model = SimModel.load(tiny_checkpoint)
     for attempt in (lambda: model.save(user), lambda: ex.export(tiny_checkpoint, user)):
@@ -171,7 +156,7 @@ def test_kill_at_every_step_of_a_checkpoint_swap_leaves_a_loadable_checkpoint(ti
     """SIGKILL at each file operation of replacing a checkpoint (which before this
     was one ``os.replace`` per file): the folder always loads as the old or the new one."""
     vocab = checkpoints.read_vocab(tiny_checkpoint / "vocab.txt")
-    old_w, new_w = _weights(tiny_checkpoint), checkpoints.init_weights(tiny_config, seed=99)
+    old_w, new_w = weights_of(tiny_checkpoint), checkpoints.init_weights(tiny_config, seed=99)
     staged = tmp_path / "staged"
     checkpoints.write_checkpoint(staged, tiny_config, vocab, new_w)
 
@@ -187,8 +172,8 @@ def test_kill_at_every_step_of_a_checkpoint_swap_leaves_a_loadable_checkpoint(ti
         proc = subprocess.run([sys.executable, "-c", _KILL_AT, str(new), str(target), str(kill_at), "1" if exchange else "0"],
                               capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
         outputs.recover(target)  # what the next write into it does first
-        got = _weights(target)
-        assert _same(got, old_w) or _same(got, new_w), f"kill at operation {kill_at}: a mix of old and new"
+        got = weights_of(target)
+        assert same_weights(got, old_w) or same_weights(got, new_w), f"kill at operation {kill_at}: a mix of old and new"
         assert (target / "notes.txt").read_text() == "the user's"
         assert (target / "training_state" / "x").read_text() == "state"
         return proc, got
@@ -196,12 +181,12 @@ def test_kill_at_every_step_of_a_checkpoint_swap_leaves_a_loadable_checkpoint(ti
     proc, got = attempt(10_000)  # no kill: count the operations
     assert proc.returncode == 0, proc.stderr
     total = int(proc.stdout.split()[-1])
-    assert _same(got, new_w) and total >= 3
+    assert same_weights(got, new_w) and total >= 3
     outcomes = []
     for kill_at in range(1, total + 1):
         proc, got = attempt(kill_at)
         assert proc.returncode == -signal.SIGKILL, proc.stderr
-        outcomes.append("new" if _same(got, new_w) else "old")
+        outcomes.append("new" if same_weights(got, new_w) else "old")
     assert outcomes[0] == "old" and outcomes[-1] == "new"
 
 
@@ -254,7 +239,7 @@ def test_damaged_checkpoint_is_one_line(tiny_checkpoint, tiny_config, tmp_path, 
         vocab = checkpoints.read_vocab(ck / "vocab.txt")
         other = checkpoints.write_checkpoint(tmp_path / "other", tiny_config, vocab, checkpoints.init_weights(tiny_config, 5))
         shutil.copy(other / "bert_model.ckpt.index", ck / "bert_model.ckpt.index")
-    err = _one_line_error(capsys, ["similarity", "--checkpoint", str(ck), "a", "b"])
+    err = one_line_error(capsys, ["similarity", "--checkpoint", str(ck), "a", "b"])
     assert str(ck) in err and ("unreadable" in err or "not a readable" in err)
 
 
@@ -320,17 +305,17 @@ def test_bad_config_values_are_one_line(tiny_checkpoint, tmp_path, capsys, key, 
     ck = shutil.copytree(tiny_checkpoint, tmp_path / "ck")
     config = json.loads((ck / "bert_config.json").read_text())
     (ck / "bert_config.json").write_text(json.dumps({**config, key: value}))
-    assert message in _one_line_error(capsys, ["similarity", "--checkpoint", str(ck), "a", "b"])
+    assert message in one_line_error(capsys, ["similarity", "--checkpoint", str(ck), "a", "b"])
 
 
 def test_out_of_range_option_and_bad_out_paths_are_one_line(tiny_checkpoint, tmp_path, capsys):
     data = str(readers.sample_data_dir())
     base = ["train", "--checkpoint", str(tiny_checkpoint), "--data", data, "--steps", "1", "--no-progress"]
-    assert "dropout_rate must be in [0, 1), got 2.0" in _one_line_error(capsys, base + ["--out", str(tmp_path / "o"), "--dropout", "2"])
+    assert "dropout_rate must be in [0, 1), got 2.0" in one_line_error(capsys, base + ["--out", str(tmp_path / "o"), "--dropout", "2"])
     afile = tmp_path / "afile"
     afile.write_text("x")
-    assert "exists and is not a folder" in _one_line_error(capsys, base + ["--out", str(afile)])
-    assert f"{afile} is a file, not a folder" in _one_line_error(capsys, base + ["--out", str(afile / "sub")])
+    assert "exists and is not a folder" in one_line_error(capsys, base + ["--out", str(afile)])
+    assert f"{afile} is a file, not a folder" in one_line_error(capsys, base + ["--out", str(afile / "sub")])
     assert afile.read_text() == "x"
 
 
@@ -338,10 +323,10 @@ def test_folder_given_for_a_file_is_refused_before_any_work(tiny_checkpoint, tmp
     (tmp_path / "in.txt").write_text("今天天气不错\n", encoding="utf-8")
     enc = ["encode", "--checkpoint", str(tmp_path / "no-such-checkpoint")]
     # a missing checkpoint would be the error if the output path were checked after loading it
-    assert "is a folder" in _one_line_error(capsys, enc + ["--input", str(tmp_path / "in.txt"), "--output", str(tmp_path)])
-    assert "is a folder, expected a text file" in _one_line_error(
+    assert "is a folder" in one_line_error(capsys, enc + ["--input", str(tmp_path / "in.txt"), "--output", str(tmp_path)])
+    assert "is a folder, expected a text file" in one_line_error(
         capsys, ["encode", "--checkpoint", str(tiny_checkpoint), "--input", str(tmp_path), "--output", str(tmp_path / "v.npy")])
-    assert "--json file must be a file path" in _one_line_error(
+    assert "--json file must be a file path" in one_line_error(
         capsys, ["evaluate", "--checkpoint", str(tmp_path / "no-such"), "--probes", "--json", str(tmp_path)])
 
 
@@ -367,7 +352,7 @@ def test_full_disk_or_read_only_destination_is_one_line_and_leaves_nothing(tiny_
     ex.export(tiny_checkpoint, exported, "hf")
     before = {p.name: p.read_bytes() for p in exported.iterdir()}
     monkeypatch.setattr(export_core, "write_safetensors", full)
-    err = _one_line_error(capsys, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(exported), "--format", "hf",
+    err = one_line_error(capsys, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(exported), "--format", "hf",
                                    "--overwrite"])
     assert f"{exported}: cannot write (no space left on device)" in err
     assert {p.name: p.read_bytes() for p in exported.iterdir()} == before
@@ -375,7 +360,7 @@ def test_full_disk_or_read_only_destination_is_one_line_and_leaves_nothing(tiny_
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(outputs.tempfile, "mkdtemp", read_only)
-    err = _one_line_error(capsys, ["init", "--config", "tiny", "--out", str(tmp_path / "ro")])
+    err = one_line_error(capsys, ["init", "--config", "tiny", "--out", str(tmp_path / "ro")])
     assert f"{tmp_path}: cannot write (permission denied)" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "run"]
 
@@ -405,13 +390,13 @@ def test_nli_label_typo_is_a_bad_line_and_dash_stays_unlabelled(tmp_path):
 
 def test_empty_encode_input_constant_labels_and_top_k(tiny_checkpoint, tiny_model, tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("")
-    err = _one_line_error(capsys, ["encode", "--checkpoint", str(tiny_checkpoint), "--input", str(tmp_path / "empty.txt"),
+    err = one_line_error(capsys, ["encode", "--checkpoint", str(tiny_checkpoint), "--input", str(tmp_path / "empty.txt"),
                                    "--output", str(tmp_path / "v.npy")])
     assert "no sentences to encode" in err and not (tmp_path / "v.npy").exists()
     task = tmp_path / "d/senteval_cn/ATEC"
     task.mkdir(parents=True)
     (task / "ATEC.valid.data").write_text("今天天气不错\t今天天气很好\t1\n我喜欢北京\t我很喜欢北京\t1\n", encoding="utf-8")
-    err = _one_line_error(capsys, ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "d"),
+    err = one_line_error(capsys, ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "d"),
                                    "--split", "valid", "--tasks", "ATEC"])
     assert "all 2 labels are 1: Spearman correlation is undefined" in err
     for bad in (-1, 0, 1.5):

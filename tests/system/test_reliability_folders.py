@@ -11,7 +11,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from roformer_sim_ft.data import batches, readers
@@ -22,6 +21,7 @@ from roformer_sim_ft.cli import main
 from roformer_sim_ft.errors import RoformerSimError
 from roformer_sim_ft.model import SimModel
 from roformer_sim_ft.training.objectives import SupervisedObjective
+from reliability_helpers import one_line_error, same_weights, weights_of
 
 SAMPLE = readers.sample_data_dir()
 PAIRS = SAMPLE / "synonyms" / "sample.jsonl"
@@ -42,21 +42,6 @@ def _train(ckpt, few, tokenizer, out, steps=2, seed=11, **kw):
                           settings={"stage": "supervised", "objective": "concat"})
 
 
-def _one_line_error(capsys, args) -> str:
-    assert main(args) == 2
-    captured = capsys.readouterr()
-    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err, captured.err
-    return captured.err
-
-
-def _weights(path):
-    return checkpoints.load_checkpoint(path)[2]
-
-
-def _same(a, b) -> bool:
-    return set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
-
-
 def _tree(folder: Path) -> dict:
     """Every file under ``folder`` (symlinks followed) with its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -74,13 +59,13 @@ def run(tiny_checkpoint, tiny_model, few, tmp_path):
 def test_an_input_inside_out_is_refused_before_anything_is_deleted(run, tiny_checkpoint, tmp_path, capsys):
     before = _tree(run)
     train = ["train", "--checkpoint", str(run), "--data", str(SAMPLE), "--steps", "3", "--out", str(run), "--overwrite"]
-    assert f"--checkpoint {run} is {run}, the folder this command replaces" in _one_line_error(capsys, train)
+    assert f"--checkpoint {run} is {run}, the folder this command replaces" in one_line_error(capsys, train)
     state = run / "training_state" / "step-2"
     assert f"--checkpoint {state} is inside {run}, which this command replaces" in \
-        _one_line_error(capsys, [*train[:2], str(state), *train[3:-1], "--resume"])
+        one_line_error(capsys, [*train[:2], str(state), *train[3:-1], "--resume"])
     distill = ["distill", "--teacher", str(run), "--student", str(tiny_checkpoint), "--pairs", str(PAIRS),
                "--steps", "3", "--out", str(run), "--overwrite"]
-    assert f"--teacher {run} is {run}, the folder" in _one_line_error(capsys, distill)
+    assert f"--teacher {run} is {run}, the folder" in one_line_error(capsys, distill)
     with pytest.raises(RoformerSimError, match="--checkpoint .* is inside .*, which this command replaces"):
         from roformer_sim_ft.pipeline import pretrain
 
@@ -95,25 +80,25 @@ def test_an_input_inside_out_is_refused_before_anything_is_deleted(run, tiny_che
     before = _tree(out)
     pipe = ["pipeline", "--checkpoint", str(out / "distilled"), "--data", str(SAMPLE), "--out", str(out),
             "--supervised-steps", "1", "--distill-steps", "1", "--overwrite"]
-    assert f"--checkpoint {out / 'distilled'} is {out / 'distilled'}, the folder" in _one_line_error(capsys, pipe)
+    assert f"--checkpoint {out / 'distilled'} is {out / 'distilled'}, the folder" in one_line_error(capsys, pipe)
     assert _tree(out) == before and sorted(p.name for p in out.iterdir()) == [outputs.MANIFEST_NAME, "distilled"]
 
 
 # ------------------------------------------------------------ 2: a model whose states were deleted
 def test_a_finished_model_stays_protected_after_its_states_are_deleted(run, tiny_checkpoint, tiny_model, few, capsys):
-    first = _weights(run)
+    first = weights_of(run)
     shutil.rmtree(run / "training_state")  # to save disk
-    err = _one_line_error(capsys, ["train", "--checkpoint", str(tiny_checkpoint), "--data", str(SAMPLE),
+    err = one_line_error(capsys, ["train", "--checkpoint", str(tiny_checkpoint), "--data", str(SAMPLE),
                                    "--steps", "1", "--out", str(run)])
     assert f"{run} holds a trained model but no training state to resume: use --overwrite" in err
     with pytest.raises(RoformerSimError, match="holds a trained model"):
         _train(tiny_checkpoint, few, tiny_model.tokenizer, run, seed=5)
-    assert _same(_weights(run), first)
+    assert same_weights(weights_of(run), first)
 
     (run / "notes.txt").write_text("mine")
     _train(tiny_checkpoint, few, tiny_model.tokenizer, run, seed=5, overwrite=True)
     assert "cleared the earlier run" in capsys.readouterr().err
-    assert not _same(_weights(run), first) and json.loads((run / "run.json").read_text())["config"]["seed"] == 5
+    assert not same_weights(weights_of(run), first) and json.loads((run / "run.json").read_text())["config"]["seed"] == 5
     assert (run / "notes.txt").read_text() == "mine"
 
 
@@ -174,33 +159,33 @@ def test_a_symlinked_out_is_written_through(tiny_checkpoint, tmp_path, capsys):
 def test_a_folder_holding_weights_is_replaced_only_with_overwrite(tiny_checkpoint, tmp_path, capsys):
     model = tmp_path / "m"
     assert main(["init", "--config", "tiny", "--out", str(model), "--seed", "1"]) == 0
-    first = _weights(model)
-    err = _one_line_error(capsys, ["init", "--config", "tiny", "--out", str(model), "--seed", "2"])
+    first = weights_of(model)
+    err = one_line_error(capsys, ["init", "--config", "tiny", "--out", str(model), "--seed", "2"])
     assert f"{model}: holds a roformer-sim-ft ckpt output; not replacing it without --overwrite" in err
-    assert _same(_weights(model), first)
+    assert same_weights(weights_of(model), first)
     assert main(["init", "--config", "tiny", "--out", str(model), "--seed", "2", "--overwrite"]) == 0
-    second = _weights(model)
-    assert not _same(second, first)
+    second = weights_of(model)
+    assert not same_weights(second, first)
 
     loaded = SimModel.load(tiny_checkpoint)
     with pytest.raises(RoformerSimError, match="not replacing it without --overwrite"):
         loaded.save(model)
-    assert _same(_weights(model), second)
+    assert same_weights(weights_of(model), second)
     loaded.save(model, overwrite=True)
-    assert _same(_weights(model), _weights(tiny_checkpoint))
+    assert same_weights(weights_of(model), weights_of(tiny_checkpoint))
 
     for fmt in ("ckpt", "hf"):
         out = tmp_path / f"e-{fmt}"
         args = ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--format", fmt]
         assert main(args) == 0
         before = _tree(out)
-        assert "not replacing it without --overwrite" in _one_line_error(capsys, args)
+        assert "not replacing it without --overwrite" in one_line_error(capsys, args)
         assert _tree(out) == before
         assert main([*args, "--overwrite"]) == 0
     # an export never replaces its own input
-    err = _one_line_error(capsys, ["export", "--checkpoint", str(model), "--out", str(model), "--overwrite"])
+    err = one_line_error(capsys, ["export", "--checkpoint", str(model), "--out", str(model), "--overwrite"])
     assert f"--checkpoint {model} is {model}, the folder this command replaces" in err
-    assert _same(_weights(model), _weights(tiny_checkpoint))
+    assert same_weights(weights_of(model), weights_of(tiny_checkpoint))
 
 
 # ------------------------------------------------------------ unclear: a long message keeps its reason
@@ -234,7 +219,7 @@ def test_the_pipeline_refuses_to_replace_an_export_before_training(tiny_checkpoi
     outputs.write_manifest(out, "pipeline", ["supervised", "distilled", "export", "evaluation.json"])
     shutil.copytree(tiny_checkpoint, out / "export")  # a checkpoint of ours, e.g. the export of a run whose stages were deleted
     before = _tree(out)
-    err = _one_line_error(capsys, ["pipeline", "--checkpoint", str(tiny_checkpoint), "--data", str(SAMPLE), "--out", str(out),
+    err = one_line_error(capsys, ["pipeline", "--checkpoint", str(tiny_checkpoint), "--data", str(SAMPLE), "--out", str(out),
                                    "--supervised-steps", "1", "--distill-steps", "1"])
     assert f"{out / 'export'}: holds a roformer-sim-ft ckpt output; not replacing it without --overwrite" in err
     assert _tree(out) == before and sorted(p.name for p in out.iterdir()) == [outputs.MANIFEST_NAME, "export"]
