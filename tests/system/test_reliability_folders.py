@@ -2,7 +2,7 @@
 explicit overwrite and never while it is also an input of the same command; ``--overwrite``
 deletes only what our runs wrote; symlinked folders are written through; error reasons are kept.
 
-Each test reproduces a case of issue 27 (its number in the comment above it).
+Each test reproduces one way a user could lose a trained model or get a false message.
 """
 from __future__ import annotations
 

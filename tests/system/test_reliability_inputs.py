@@ -1,6 +1,6 @@
 """Reliability of what the user hands in: manifests, configs, flags, TF_CONFIG, data and vocab files.
 
-Each test reproduces one case of issue 27 (inputs, configs, flags, the demo's
+Each test reproduces one case of bad input (configs, flags, the demo's
 manifest): a manifest cannot make us delete outside its folder, a bad number
 in a config or a flag is one line before anything is built, and ordinary text
 files (a trailing blank line, a BOM) read as a user expects.
