@@ -48,7 +48,7 @@ def _checkpoint(tmp_path: Path, name: str, config: dict, vocab: list[str], seed:
     return checkpoints.write_checkpoint(tmp_path / name, config, vocab, checkpoints.init_weights(config, seed))
 
 
-# ------------------------------------------------------------ item 3: another shape or precision
+# ------------------------------------------------------------ another shape or precision
 def test_resume_with_another_model_shape_is_a_mismatch_and_touches_no_state(tiny_checkpoint, tiny_config, tiny_vocab,
                                                                            few, tmp_path):
     out = tmp_path / "run"
@@ -91,7 +91,7 @@ def test_resume_of_a_state_without_recorded_precision_reads_it_from_the_optimize
     assert _train(tiny_checkpoint, few, out, steps=3, resume=True, mixed_precision="mixed_float16").step == 3
 
 
-# ------------------------------------------------------------ item 4: vocab content and teacher
+# ------------------------------------------------------------ vocab content and teacher
 def test_resume_with_a_same_size_vocab_of_other_tokens_is_a_mismatch(tiny_checkpoint, tiny_config, tiny_vocab, few,
                                                                     tmp_path):
     out = tmp_path / "run"
@@ -164,7 +164,7 @@ def test_sampler_of_other_settings_is_a_mismatch_naming_the_state(tiny_checkpoin
     assert _listing(out) == before
 
 
-# ------------------------------------------------------------ item 16: a stop during the last step
+# ------------------------------------------------------------ a stop during the last step
 def test_stop_signal_during_the_last_step_still_writes_the_model(tiny_checkpoint, few, tmp_path, capsys):
     out = tmp_path / "run"
 
